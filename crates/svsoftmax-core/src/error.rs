@@ -1,0 +1,178 @@
+//! The one error type of the workspace: every rejected input names what was expected and
+//! what was given.
+
+/// Why a configuration or an input was rejected.
+///
+/// Every variant carries the data a caller needs to find the offending value: which
+/// argument, what was expected and what was given.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A hyperparameter is outside its domain.
+    #[error("invalid {name}: expected {expected}, got {got}")]
+    Hyperparameter {
+        /// The hyperparameter, as the builder names it (`scale`, `t`, `margin m`, ...).
+        name: &'static str,
+        /// The domain it must lie in.
+        expected: &'static str,
+        /// The value that was given.
+        got: f64,
+    },
+
+    /// The loss needs at least two classes: with one, every row is trivially right.
+    #[error("too few classes: expected at least 2, got {n_classes}")]
+    TooFewClasses {
+        /// The number of columns given.
+        n_classes: usize,
+    },
+
+    /// A flat buffer does not hold `n_rows * n_classes` values.
+    #[error(
+        "cosines buffer length mismatch: expected {n_rows} x {n_classes} = {expected} values, \
+         got {got}"
+    )]
+    BufferLength {
+        /// The number of rows declared.
+        n_rows: usize,
+        /// The number of classes declared.
+        n_classes: usize,
+        /// `n_rows * n_classes`.
+        expected: usize,
+        /// The buffer's length.
+        got: usize,
+    },
+
+    /// The targets do not have one entry per row of cosines.
+    #[error("targets length mismatch: expected one target per row ({n_rows}), got {n_targets}")]
+    TargetsLength {
+        /// The number of rows of cosines.
+        n_rows: usize,
+        /// The number of targets.
+        n_targets: usize,
+    },
+
+    /// A target class index is not a column of the cosines.
+    #[error(
+        "target out of range at row {row}: expected a class index below {n_classes}, got {target}"
+    )]
+    TargetOutOfRange {
+        /// The row whose target is wrong.
+        row: usize,
+        /// The target that was given.
+        target: i64,
+        /// The number of classes.
+        n_classes: usize,
+    },
+
+    /// A signed target is negative and is not the ignore index.
+    #[error(
+        "negative target at row {row}: expected a class index >= 0 or the ignore index \
+         {ignore_index}, got {target}"
+    )]
+    NegativeTarget {
+        /// The row whose target is wrong.
+        row: usize,
+        /// The target that was given.
+        target: i64,
+        /// The index that marks an ignored row.
+        ignore_index: i64,
+    },
+
+    /// A row of a one-hot matrix is not a one-hot vector.
+    #[error("invalid one-hot row {row}: expected exactly one 1 and every other entry 0, {found}")]
+    OneHot {
+        /// The offending row.
+        row: usize,
+        /// What the row holds instead.
+        found: String,
+    },
+
+    /// A cosine is NaN or infinite.
+    #[error("non-finite cosine at row {row}, column {col}: expected a finite value, got {value}")]
+    NonFiniteCosine {
+        /// Row of the value.
+        row: usize,
+        /// Column of the value.
+        col: usize,
+        /// The value, widened to `f64`.
+        value: f64,
+    },
+
+    /// A cosine lies outside `[-1, 1]` by more than rounding, for a margin that takes its
+    /// arccos.
+    #[error(
+        "cosine out of range at row {row}, column {col}: the {margin} margin takes an arccos, \
+         so expected a value in [-1, 1] (up to {tolerance:e} of rounding), got {value}"
+    )]
+    CosineOutOfRange {
+        /// Row of the value.
+        row: usize,
+        /// Column of the value.
+        col: usize,
+        /// The value, widened to `f64`.
+        value: f64,
+        /// The margin kind that needs the arccos.
+        margin: &'static str,
+        /// How far past ±1 a value may lie and still be clamped.
+        tolerance: f64,
+    },
+
+    /// A finite input produced a logit that does not fit the float type.
+    #[error(
+        "logit overflow at row {row}, column {col}: scale times cosine is not finite in {dtype} \
+         (cosine {cosine})"
+    )]
+    LogitOverflow {
+        /// Row of the value.
+        row: usize,
+        /// Column of the value.
+        col: usize,
+        /// The cosine that overflowed, widened to `f64`.
+        cosine: f64,
+        /// The float type the engine computed in.
+        dtype: &'static str,
+    },
+
+    /// A gradient buffer does not have the shape of the cosines.
+    #[error(
+        "gradient buffer shape mismatch: expected the shape of the cosines {expected:?}, \
+         got {got:?}"
+    )]
+    GradShape {
+        /// `[n_rows, n_classes]` of the cosines.
+        expected: [usize; 2],
+        /// The buffer's shape.
+        got: [usize; 2],
+    },
+
+    /// The upstream gradient has the wrong length.
+    #[error("upstream gradient length mismatch: expected one value per row ({n_rows}), got {got}")]
+    UpstreamLength {
+        /// The number of rows.
+        n_rows: usize,
+        /// The number of upstream values.
+        got: usize,
+    },
+
+    /// A per-row upstream gradient was given for a reduced loss.
+    #[error(
+        "per-row upstream gradient with reduction {reduction}: expected reduction none, \
+         or a scalar upstream gradient"
+    )]
+    UpstreamForReduction {
+        /// The configured reduction.
+        reduction: &'static str,
+    },
+
+    /// An upstream gradient value is NaN or infinite.
+    #[error("non-finite upstream gradient at row {row}: expected a finite value, got {value}")]
+    NonFiniteUpstream {
+        /// The row, or 0 for a scalar upstream.
+        row: usize,
+        /// The value.
+        value: f64,
+    },
+}
+
+/// The result type of this workspace.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
