@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{evaluate, matrix, Tolerance, F64_DIFFERENTIAL, F64_FORMULA, GIVEN_DIGITS};
+use common::{
+    evaluate, every_margin, matrix, Tolerance, F64_DIFFERENTIAL, F64_FORMULA, GIVEN_DIGITS,
+};
 use svsoftmax_core::{
     reference, AngularGradient, BeyondPi, CosineMatrix, Indicator, Margin, Reduction, SvSoftmax,
     TConvention, Targets, Upstream,
@@ -413,25 +415,6 @@ fn all_rows_ignored_give_zero_under_every_reduction() {
             "{reduction:?}"
         );
     }
-}
-
-fn every_margin() -> Vec<Margin> {
-    let mut margins = vec![
-        Margin::None,
-        Margin::additive(0.35),
-        Margin::multiplicative(4),
-    ];
-    margins.push(Margin::Multiplicative { m: 3, lambda: 2.0 });
-    for beyond_pi in [BeyondPi::Clip, BeyondPi::Fallback, BeyondPi::Easy] {
-        margins.push(Margin::Angular { m: 0.5, beyond_pi });
-        margins.push(Margin::Combined {
-            m1: 1.1,
-            m2: 0.3,
-            m3: 0.2,
-            beyond_pi,
-        });
-    }
-    margins
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! short constructors for one-off cases.
 #![allow(dead_code)]
 
-use svsoftmax_core::{CosineMatrix, Evaluation, SvSoftmax, Targets, Upstream};
+use svsoftmax_core::{BeyondPi, CosineMatrix, Evaluation, Margin, SvSoftmax, Targets, Upstream};
 
 /// A comparison tolerance: `|actual - expected| <= abs + rel · |expected|`, with the reason
 /// the numbers were chosen.
@@ -80,4 +80,24 @@ pub fn evaluate(config: &SvSoftmax, rows: &[&[f64]], targets: &[usize]) -> Evalu
         Upstream::default(),
     )
     .expect("valid case")
+}
+
+/// One margin of every kind, with every option of the angular and combined margins.
+pub fn every_margin() -> Vec<Margin> {
+    let mut margins = vec![
+        Margin::None,
+        Margin::additive(0.35),
+        Margin::multiplicative(4),
+    ];
+    margins.push(Margin::Multiplicative { m: 3, lambda: 2.0 });
+    for beyond_pi in [BeyondPi::Clip, BeyondPi::Fallback, BeyondPi::Easy] {
+        margins.push(Margin::Angular { m: 0.5, beyond_pi });
+        margins.push(Margin::Combined {
+            m1: 1.1,
+            m2: 0.3,
+            m3: 0.2,
+            beyond_pi,
+        });
+    }
+    margins
 }
