@@ -31,7 +31,7 @@ impl Upstream<'_> {
     pub fn check(&self, reduction: Reduction, n_rows: usize) -> Result<()> {
         match *self {
             Self::Scalar(value) if !value.is_finite() => {
-                Err(Error::NonFiniteUpstream { row: 0, value })
+                Err(Error::NonFiniteUpstream { row: None, value })
             }
             Self::Scalar(_) => Ok(()),
             Self::Rows(_) if reduction != Reduction::None => Err(Error::UpstreamForReduction {
@@ -43,7 +43,7 @@ impl Upstream<'_> {
             }),
             Self::Rows(rows) => match rows.iter().position(|value| !value.is_finite()) {
                 Some(row) => Err(Error::NonFiniteUpstream {
-                    row,
+                    row: Some(row),
                     value: rows[row],
                 }),
                 None => Ok(()),

@@ -78,6 +78,15 @@ pub enum Error {
         ignore_index: i64,
     },
 
+    /// A one-hot buffer does not hold whole rows.
+    #[error("one-hot buffer length mismatch: expected a multiple of {n_classes}, got {got}")]
+    OneHotLength {
+        /// The number of classes declared.
+        n_classes: usize,
+        /// The buffer's length.
+        got: usize,
+    },
+
     /// A row of a one-hot matrix is not a one-hot vector.
     #[error("invalid one-hot row {row}: expected exactly one 1 and every other entry 0, {found}")]
     OneHot {
@@ -119,8 +128,8 @@ pub enum Error {
 
     /// A finite input produced a logit that does not fit the float type.
     #[error(
-        "logit overflow at row {row}, column {col}: scale times cosine is not finite in {dtype} \
-         (cosine {cosine})"
+        "logit overflow at row {row}, column {col}: expected a finite logit in {dtype}, got one \
+         from scale {scale} and cosine {cosine:e}"
     )]
     LogitOverflow {
         /// Row of the value.
@@ -129,6 +138,8 @@ pub enum Error {
         col: usize,
         /// The cosine that overflowed, widened to `f64`.
         cosine: f64,
+        /// The configured scale.
+        scale: f64,
         /// The float type the engine computed in.
         dtype: &'static str,
     },
@@ -156,8 +167,8 @@ pub enum Error {
 
     /// A per-row upstream gradient was given for a reduced loss.
     #[error(
-        "per-row upstream gradient with reduction {reduction}: expected reduction none, \
-         or a scalar upstream gradient"
+        "per-row upstream gradient: expected reduction none to take one value per row, got \
+         reduction {reduction}"
     )]
     UpstreamForReduction {
         /// The configured reduction.
@@ -165,13 +176,17 @@ pub enum Error {
     },
 
     /// An upstream gradient value is NaN or infinite.
-    #[error("non-finite upstream gradient at row {row}: expected a finite value, got {value}")]
+    #[error("non-finite upstream gradient{}: expected a finite value, got {value}", at_row(*.row))]
     NonFiniteUpstream {
-        /// The row, or 0 for a scalar upstream.
-        row: usize,
+        /// The row, or `None` for a scalar upstream gradient.
+        row: Option<usize>,
         /// The value.
         value: f64,
     },
+}
+
+fn at_row(row: Option<usize>) -> String {
+    row.map(|row| format!(" at row {row}")).unwrap_or_default()
 }
 
 /// The result type of this workspace.

@@ -442,6 +442,7 @@ impl<F: Real> Pieces<F> {
                 row,
                 col,
                 cosine: cosine.to_f64(),
+                scale: self.scale.to_f64(),
                 dtype: F::NAME,
             })
         }

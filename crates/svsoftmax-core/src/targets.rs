@@ -62,19 +62,16 @@ impl Targets {
     /// Targets from one-hot rows, row-major with `n_classes` columns.
     ///
     /// # Errors
-    /// [`Error::BufferLength`] when the buffer is not whole rows, [`Error::TooFewClasses`]
+    /// [`Error::OneHotLength`] when the buffer is not whole rows, [`Error::TooFewClasses`]
     /// below two columns, and [`Error::OneHot`] naming the first row that does not hold
     /// exactly one 1 with every other entry 0.
     pub fn from_one_hot<F: Real>(one_hot: &[F], n_classes: usize) -> Result<Self> {
         if n_classes < 2 {
             return Err(Error::TooFewClasses { n_classes });
         }
-        let n_rows = one_hot.len() / n_classes;
-        if n_rows * n_classes != one_hot.len() {
-            return Err(Error::BufferLength {
-                n_rows,
+        if one_hot.len() % n_classes != 0 {
+            return Err(Error::OneHotLength {
                 n_classes,
-                expected: (n_rows + 1) * n_classes,
                 got: one_hot.len(),
             });
         }

@@ -218,7 +218,11 @@ fn a_coordinate_at_a_tie_is_skipped() {
     // f = 0.45 - 0.35 = 0.1 equals column 3 (to rounding), so probing column 3, or the
     // target that sets f, moves the row across the mask boundary: those two coordinates are
     // skipped and the other two checked.
-    let config = SvSoftmax::builder().scale(8.0).margin(Margin::additive(0.35)).build().unwrap();
+    let config = SvSoftmax::builder()
+        .scale(8.0)
+        .margin(Margin::additive(0.35))
+        .build()
+        .unwrap();
     let case = Case {
         config,
         n_classes: 4,

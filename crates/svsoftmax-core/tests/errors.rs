@@ -1,0 +1,184 @@
+//! Every way an input is rejected, reached through the public API, with the message a user
+//! reads snapshotted so that a reviewer sees any change of wording.
+
+use svsoftmax_core::{
+    reference, BeyondPi, CosineMatrix, Error, Margin, Reduction, SvSoftmax, Targets, Upstream,
+};
+
+fn build(builder: svsoftmax_core::SvSoftmaxBuilder) -> Error {
+    builder.build().expect_err("the configuration is invalid")
+}
+
+fn margin(margin: Margin) -> Error {
+    build(SvSoftmax::builder().margin(margin))
+}
+
+fn forward(config: &SvSoftmax, data: &[f64], n_rows: usize, targets: &Targets) -> Error {
+    let cosines = CosineMatrix::new(data, n_rows, data.len() / n_rows.max(1)).unwrap();
+    reference::forward(config, cosines, targets).expect_err("the input is invalid")
+}
+
+fn backward(config: &SvSoftmax, upstream: Upstream<'_>) -> Error {
+    let cosines = CosineMatrix::new(&[0.1, 0.2, 0.3, 0.4], 2, 2).unwrap();
+    reference::backward(config, cosines, &Targets::new(&[0, 1]), upstream)
+        .expect_err("the upstream gradient is invalid")
+}
+
+fn cases() -> Vec<(&'static str, Error)> {
+    let default = SvSoftmax::default();
+    let angular = SvSoftmax::builder()
+        .margin(Margin::angular(0.5))
+        .build()
+        .unwrap();
+    let none = default.with_reduction(Reduction::None);
+    vec![
+        ("scale zero", build(SvSoftmax::builder().scale(0.0))),
+        ("scale NaN", build(SvSoftmax::builder().scale(f64::NAN))),
+        ("t below one", build(SvSoftmax::builder().t(0.9))),
+        ("t infinite", build(SvSoftmax::builder().t(f64::INFINITY))),
+        ("additive m negative", margin(Margin::additive(-0.1))),
+        ("angular m past pi", margin(Margin::angular(4.0))),
+        ("multiplicative m zero", margin(Margin::multiplicative(0))),
+        (
+            "multiplicative lambda",
+            margin(Margin::Multiplicative { m: 4, lambda: -1.0 }),
+        ),
+        ("combined m1", margin(Margin::combined(0.0, 0.3, 0.2))),
+        (
+            "combined m2",
+            margin(Margin::Combined {
+                m1: 1.0,
+                m2: -0.5,
+                m3: 0.0,
+                beyond_pi: BeyondPi::Clip,
+            }),
+        ),
+        (
+            "combined m3",
+            margin(Margin::combined(1.0, 0.3, f64::INFINITY)),
+        ),
+        (
+            "buffer length",
+            CosineMatrix::new(&[0.1, 0.2, 0.3], 2, 2).unwrap_err(),
+        ),
+        (
+            "one class",
+            forward(&default, &[0.1, 0.2], 2, &Targets::new(&[0, 0])),
+        ),
+        (
+            "targets length",
+            forward(&default, &[0.1, 0.2, 0.3, 0.4], 2, &Targets::new(&[0])),
+        ),
+        (
+            "target out of range",
+            forward(&default, &[0.1, 0.2, 0.3, 0.4], 2, &Targets::new(&[0, 2])),
+        ),
+        (
+            "negative target",
+            Targets::from_signed(&[1, -3], -100).unwrap_err(),
+        ),
+        (
+            "one-hot two ones",
+            Targets::from_one_hot(&[0.0, 1.0, 1.0, 1.0], 2).unwrap_err(),
+        ),
+        (
+            "one-hot no one",
+            Targets::from_one_hot(&[1.0, 0.0, 0.0, 0.0], 2).unwrap_err(),
+        ),
+        (
+            "one-hot stray value",
+            Targets::from_one_hot(&[0.5, 1.0], 2).unwrap_err(),
+        ),
+        (
+            "one-hot ragged",
+            Targets::from_one_hot(&[0.0, 1.0, 0.0], 2).unwrap_err(),
+        ),
+        (
+            "one-hot one class",
+            Targets::from_one_hot(&[1.0], 1).unwrap_err(),
+        ),
+        (
+            "cosine NaN",
+            forward(
+                &default,
+                &[0.1, f64::NAN, 0.3, 0.4],
+                2,
+                &Targets::new(&[0, 1]),
+            ),
+        ),
+        (
+            "cosine 1.5 with an arccos",
+            forward(&angular, &[0.1, 0.2, 1.5, 0.4], 2, &Targets::new(&[0, 1])),
+        ),
+        (
+            "logit overflow",
+            forward(&default, &[0.1, 1e308], 1, &Targets::new(&[0])),
+        ),
+        (
+            "upstream per row with a mean",
+            backward(&default, Upstream::Rows(&[1.0, 1.0])),
+        ),
+        ("upstream length", backward(&none, Upstream::Rows(&[1.0]))),
+        (
+            "upstream NaN",
+            backward(&none, Upstream::Rows(&[1.0, f64::NAN])),
+        ),
+        (
+            "upstream scalar infinite",
+            backward(&default, Upstream::Scalar(f64::INFINITY)),
+        ),
+        (
+            "gradient buffer shape",
+            Error::GradShape {
+                expected: [2, 3],
+                got: [3, 2],
+            },
+        ),
+    ]
+}
+
+#[test]
+fn error_messages() {
+    let listing: String = cases()
+        .iter()
+        .map(|(case, error)| format!("{case}:\n    {error}\n"))
+        .collect();
+    insta::assert_snapshot!(listing);
+}
+
+#[test]
+fn messages_follow_the_house_style() {
+    for (case, error) in cases() {
+        let message = error.to_string();
+        let first = message.chars().next().unwrap();
+        assert!(first.is_lowercase(), "{case}: starts upper-case: {message}");
+        assert!(
+            !message.ends_with('.'),
+            "{case}: ends with a period: {message}"
+        );
+        assert!(
+            message.contains("expected"),
+            "{case}: says nothing expected: {message}"
+        );
+        assert!(
+            message.contains("got"),
+            "{case}: says nothing given: {message}"
+        );
+    }
+}
+
+#[test]
+fn values_within_rounding_of_one_are_accepted() {
+    let angular = SvSoftmax::builder()
+        .margin(Margin::angular(0.5))
+        .build()
+        .unwrap();
+    let cosines = CosineMatrix::new(&[1.00005, -1.00005], 1, 2).unwrap();
+    assert!(reference::forward(&angular, cosines, &Targets::new(&[0])).is_ok());
+    let cosines = CosineMatrix::new(&[1.0002, 0.0], 1, 2).unwrap();
+    assert!(reference::forward(&angular, cosines, &Targets::new(&[0])).is_err());
+
+    // Without an arccos the cosines may be any finite value (the notebook feeds up to 6).
+    let cosines = CosineMatrix::new(&[6.0, -2.1], 1, 2).unwrap();
+    assert!(reference::forward(&SvSoftmax::default(), cosines, &Targets::new(&[0])).is_ok());
+}
