@@ -123,14 +123,10 @@ fn cell_binary_mask() {
         .collect();
     assert_eq!(mask, notebook.binary_mask);
 
-    let as_float: Vec<Vec<f64>> = mask
-        .iter()
-        .map(|row| row.iter().map(|&m| f64::from(m)).collect())
-        .collect();
-    let mut text = table(
-        "binary mask I_k (1 = support vector), targets [1, 2, 0]",
-        &as_float,
-    );
+    let mut text = String::from("binary mask I_k (1 = support vector), targets [1, 2, 0]\n");
+    for (i, row) in mask.iter().enumerate() {
+        text += &format!("row {i}: {row:?}\n");
+    }
     let scores: Vec<String> = rows
         .iter()
         .map(|row| format!("{}", row.target_score))
