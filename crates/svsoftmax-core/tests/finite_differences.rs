@@ -155,7 +155,7 @@ fn check_case(case: &Case) -> Result<(usize, usize), TestCaseError> {
 #[test]
 fn analytic_gradient_matches_central_differences() {
     let config = Config {
-        cases: 400,
+        cases: common::cases(400),
         rng_seed: RngSeed::Fixed(0x5f5f_2026),
         failure_persistence: None,
         ..Config::default()
