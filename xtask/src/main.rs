@@ -1,1 +1,242 @@
-fn main() {}
+//! `cargo xtask`: the workspace's verification, run by maintainers before they accept a
+//! change to the math and by CI. It orchestrates cargo and holds no math of its own.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Verification tasks of the svsoftmax workspace")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Format, lint, test, and check the golden snapshots, cheapest first.
+    Verify {
+        /// Fewer random cases, for a quick local run.
+        #[arg(long)]
+        quick: bool,
+        /// Stop at the first failing stage instead of running them all.
+        #[arg(long)]
+        fail_fast: bool,
+    },
+}
+
+/// What a stage runs: a cargo command, or a check in this process.
+enum Action {
+    Cargo {
+        args: &'static [&'static str],
+        env: Vec<(&'static str, String)>,
+    },
+    NoPendingSnapshots,
+}
+
+struct Stage {
+    name: &'static str,
+    action: Action,
+    /// What to tell the user when the stage fails.
+    hint: &'static str,
+}
+
+const SNAPSHOT_HINT: &str =
+    "a snapshot is missing or changed: review it with `cargo insta review` \
+    (from `cargo install cargo-insta`), or accept it with `INSTA_UPDATE=always cargo test -p \
+    svsoftmax-core` and read `git diff golden/ crates/*/tests/snapshots/` before committing";
+
+fn stages(quick: bool) -> Vec<Stage> {
+    // Snapshots are never written during verification: a missing or changed one fails.
+    let check_snapshots = || {
+        let mut env = vec![
+            ("INSTA_UPDATE", "no".to_owned()),
+            ("INSTA_FORCE_PASS", "0".to_owned()),
+        ];
+        if quick {
+            env.push(("PROPTEST_CASES", "32".to_owned()));
+        }
+        env
+    };
+    vec![
+        Stage {
+            name: "fmt",
+            action: Action::Cargo {
+                args: &["fmt", "--all", "--", "--check"],
+                env: vec![],
+            },
+            hint: "run `cargo fmt --all`",
+        },
+        Stage {
+            name: "clippy",
+            action: Action::Cargo {
+                args: &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+                env: vec![],
+            },
+            hint: "fix the lints above",
+        },
+        Stage {
+            name: "tests",
+            action: Action::Cargo {
+                args: &["test", "--workspace"],
+                env: check_snapshots(),
+            },
+            hint: "a failing test prints its case above (every random test has a fixed seed, \
+                so rerunning the same command reproduces it); a failing snapshot assertion \
+                means a snapshot is missing or changed, see the golden snapshots stage",
+        },
+        Stage {
+            name: "golden snapshots",
+            action: Action::Cargo {
+                args: &[
+                    "test",
+                    "-p",
+                    "svsoftmax-core",
+                    "--test",
+                    "notebook",
+                    "--test",
+                    "errors",
+                ],
+                env: check_snapshots(),
+            },
+            hint: SNAPSHOT_HINT,
+        },
+        Stage {
+            name: "no pending snapshots",
+            action: Action::NoPendingSnapshots,
+            hint: "delete or review the `.snap.new` files listed above",
+        },
+    ]
+}
+
+struct Outcome {
+    name: &'static str,
+    passed: bool,
+    elapsed: Duration,
+}
+
+fn main() -> ExitCode {
+    let Task::Verify { quick, fail_fast } = Cli::parse().task;
+    let root = workspace_root();
+    let mut outcomes = Vec::new();
+    for stage in stages(quick) {
+        println!("\n==> {}", stage.name);
+        let start = Instant::now();
+        let passed = run(&stage.action, &root);
+        let elapsed = start.elapsed();
+        let verdict = if passed { "ok" } else { "FAILED" };
+        println!(
+            "==> {}: {verdict} in {:.1} s",
+            stage.name,
+            elapsed.as_secs_f64()
+        );
+        if !passed {
+            println!("    hint: {}", stage.hint);
+        }
+        outcomes.push(Outcome {
+            name: stage.name,
+            passed,
+            elapsed,
+        });
+        if !passed && fail_fast {
+            break;
+        }
+    }
+    summarize(&outcomes)
+}
+
+fn summarize(outcomes: &[Outcome]) -> ExitCode {
+    println!("\nverify summary");
+    println!("{:<24} {:>8} {:>10}", "stage", "result", "seconds");
+    for outcome in outcomes {
+        let verdict = if outcome.passed { "ok" } else { "FAILED" };
+        println!(
+            "{:<24} {verdict:>8} {:>10.1}",
+            outcome.name,
+            outcome.elapsed.as_secs_f64()
+        );
+    }
+    let failed = outcomes.iter().filter(|outcome| !outcome.passed).count();
+    let total: f64 = outcomes
+        .iter()
+        .map(|outcome| outcome.elapsed.as_secs_f64())
+        .sum();
+    println!("{:<24} {:>8} {total:>10.1}", "total", "");
+    // The last line is the plain "N passed, N failed" that CI logs are read for.
+    println!(
+        "verify: {} passed, {failed} failed",
+        outcomes.len() - failed
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run(action: &Action, root: &Path) -> bool {
+    match action {
+        Action::Cargo { args, env } => {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let status = Command::new(cargo)
+                .args(*args)
+                .envs(env.iter().map(|(key, value)| (key, value)))
+                .current_dir(root)
+                .status();
+            match status {
+                Ok(status) => status.success(),
+                Err(error) => {
+                    println!("could not start cargo: {error}");
+                    false
+                }
+            }
+        }
+        Action::NoPendingSnapshots => {
+            let pending: Vec<PathBuf> = ["golden", "crates"]
+                .iter()
+                .flat_map(|dir| pending_snapshots(&root.join(dir)))
+                .collect();
+            for path in &pending {
+                println!("pending snapshot: {}", path.display());
+            }
+            pending.is_empty()
+        }
+    }
+}
+
+/// `.snap.new` files under `dir`: insta writes them when a snapshot changes outside CI, and
+/// one left behind means a change nobody reviewed.
+fn pending_snapshots(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                pending_snapshots(&path)
+            } else if path.to_string_lossy().ends_with(".snap.new") {
+                vec![path]
+            } else {
+                Vec::new()
+            }
+        })
+        .collect()
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_owned()
+}

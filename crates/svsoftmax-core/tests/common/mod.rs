@@ -105,5 +105,8 @@ pub fn every_margin() -> Vec<Margin> {
 /// The number of random cases a property runs: `default`, or `PROPTEST_CASES` when set
 /// (`cargo xtask verify --quick` sets it low).
 pub fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(default)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
 }
