@@ -38,3 +38,8 @@ pub use margin::{BeyondPi, Margin};
 pub use matrix::CosineMatrix;
 pub use real::Real;
 pub use targets::Targets;
+
+/// The workspace README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
