@@ -338,17 +338,28 @@ pub struct Pieces<F> {
     target: TargetRule<F>,
     indicator: LogIndicator<F>,
     arccos_margin: Option<&'static str>,
+    /// `1 + COSINE_TOLERANCE` for the arccos margins, the largest finite `F` otherwise.
+    cosine_limit: F,
+    /// `-1` for the arccos margins, `-∞` otherwise.
+    cosine_floor: F,
 }
 
 impl<F: Real> Pieces<F> {
     /// The pieces of `config`.
     pub fn new(config: &SvSoftmax) -> Self {
         let margin = config.margin();
+        let (cosine_limit, cosine_floor) = if margin.takes_arccos() {
+            (F::one() + F::from_f64(COSINE_TOLERANCE), -F::one())
+        } else {
+            (F::max_value(), F::neg_infinity())
+        };
         Self {
             scale: F::from_f64(config.scale()),
             target: TargetRule::new(margin, config.angular_gradient()),
             indicator: LogIndicator::new(config),
             arccos_margin: margin.takes_arccos().then(|| margin.name()),
+            cosine_limit,
+            cosine_floor,
         }
     }
 
@@ -380,7 +391,7 @@ impl<F: Real> Pieces<F> {
     }
 
     /// A non-target column's logit, given the row's target score.
-    #[inline]
+    #[inline(always)]
     pub fn negative_logit(&self, target_score: F, cos_k: F) -> NegativeLogit<F> {
         let plain = self.scale * cos_k;
         if is_support_vector(target_score, cos_k) {
@@ -398,6 +409,22 @@ impl<F: Real> Pieces<F> {
         }
     }
 
+    /// Whether the loss accepts `cos_k`: finite, and for the margins that take an arccos
+    /// within `±(1 + COSINE_TOLERANCE)`. One comparison, so that a vectorized kernel can
+    /// fold it into its pass and call [`Pieces::check_cosine`] only to name the culprit.
+    #[inline(always)]
+    pub fn accepts(&self, cos_k: F) -> bool {
+        // NaN fails the comparison; so does ±∞ against a finite limit.
+        cos_k.abs() <= self.cosine_limit
+    }
+
+    /// The cosine the loss uses for an accepted input: clamped to `[-1, 1]` for the
+    /// margins that take an arccos, unchanged otherwise. Branch-free.
+    #[inline(always)]
+    pub fn clamp_cosine(&self, cos_k: F) -> F {
+        cos_k.max(self.cosine_floor).min(-self.cosine_floor)
+    }
+
     /// Checks one input cosine and returns the value the loss uses.
     ///
     /// # Errors
@@ -406,27 +433,23 @@ impl<F: Real> Pieces<F> {
     /// tolerance are clamped to ±1.
     #[inline]
     pub fn check_cosine(&self, row: usize, col: usize, value: F) -> Result<F> {
-        if !value.is_finite() {
-            return Err(Error::NonFiniteCosine {
-                row,
-                col,
-                value: value.to_f64(),
-            });
+        if self.accepts(value) {
+            return Ok(self.clamp_cosine(value));
         }
-        let Some(margin) = self.arccos_margin else {
-            return Ok(value);
-        };
-        let limit = F::one() + F::from_f64(COSINE_TOLERANCE);
-        if value.abs() > limit {
-            return Err(Error::CosineOutOfRange {
+        match self.arccos_margin {
+            Some(margin) if value.is_finite() => Err(Error::CosineOutOfRange {
                 row,
                 col,
                 value: value.to_f64(),
                 margin,
                 tolerance: COSINE_TOLERANCE,
-            });
+            }),
+            _ => Err(Error::NonFiniteCosine {
+                row,
+                col,
+                value: value.to_f64(),
+            }),
         }
-        Ok(clamp_unit(value))
     }
 
     /// Checks that a logit computed from a finite cosine is finite.
