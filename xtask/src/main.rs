@@ -87,7 +87,7 @@ fn stages(quick: bool) -> Vec<Stage> {
         Stage {
             name: "tests",
             action: Action::Cargo {
-                args: &["test", "--workspace"],
+                args: &["test", "--workspace", "--no-fail-fast"],
                 env: check_snapshots(),
             },
             hint: "a failing test prints its case above (every random test has a fixed seed, \

@@ -70,13 +70,16 @@ impl Upstream<'_> {
 impl Reduction {
     /// Reduces per-row losses (0 on ignored rows) over `n_active` rows that are not
     /// ignored. [`Reduction::None`] gives the sum, which is what a scalar upstream
-    /// gradient differentiates.
+    /// gradient differentiates. The mean divides each term first, so that it is finite
+    /// whenever the row losses are.
     pub fn reduce(self, row_losses: &[f64], n_active: usize) -> f64 {
-        let sum: f64 = row_losses.iter().sum();
         match self {
-            Self::Mean if n_active > 0 => sum / n_active as f64,
+            Self::Mean if n_active > 0 => {
+                let n = n_active as f64;
+                row_losses.iter().map(|loss| loss / n).sum()
+            }
             Self::Mean => 0.0,
-            Self::Sum | Self::None => sum,
+            Self::Sum | Self::None => row_losses.iter().sum(),
         }
     }
 }

@@ -9,7 +9,7 @@
 #[non_exhaustive]
 pub enum Error {
     /// A hyperparameter is outside its domain.
-    #[error("invalid {name}: expected {expected}, got {got}")]
+    #[error("invalid {name}: expected {expected}, got {got:?}")]
     Hyperparameter {
         /// The hyperparameter, as the builder names it (`scale`, `t`, `margin m`, ...).
         name: &'static str,
@@ -129,7 +129,7 @@ pub enum Error {
     /// A finite input produced a logit that does not fit the float type.
     #[error(
         "logit overflow at row {row}, column {col}: expected a finite logit in {dtype}, got one \
-         from scale {scale} and cosine {cosine:e}"
+         from cosine {cosine:e} with scale {scale:e} and t {t:e}"
     )]
     LogitOverflow {
         /// Row of the value.
@@ -140,6 +140,26 @@ pub enum Error {
         cosine: f64,
         /// The configured scale.
         scale: f64,
+        /// The configured `t`.
+        t: f64,
+        /// The float type the engine computed in.
+        dtype: &'static str,
+    },
+
+    /// A loss or gradient is not finite although every input and logit was: the scale,
+    /// `t`, the margin or the upstream gradient is too large for these cosines.
+    #[error(
+        "overflow{}: expected a finite {quantity} in {dtype}, got {value}; the scale, t, margin \
+         or upstream gradient is too large for these inputs",
+        at_row(*.row)
+    )]
+    Overflow {
+        /// The row, or `None` for the reduced loss.
+        row: Option<usize>,
+        /// What overflowed: `row loss`, `gradient` or `reduced loss`.
+        quantity: &'static str,
+        /// The value.
+        value: f64,
         /// The float type the engine computed in.
         dtype: &'static str,
     },

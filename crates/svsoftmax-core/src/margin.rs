@@ -1,6 +1,6 @@
 //! The margin applied to the target cosine, and its validation.
 
-use std::f64::consts::PI;
+use std::f64::consts::FRAC_PI_2;
 
 use crate::error::{Error, Result};
 
@@ -14,8 +14,11 @@ pub enum BeyondPi {
     /// Clip the margined angle at π: the target score is `-1` (minus `m3` for the combined
     /// margin) there, and its derivative is zero.
     Clip,
-    /// Replace the formula by the line `cos θ - m sin m` (`cos θ - m2 sin m2 - m3` for the
-    /// combined margin) past the threshold, as insightface and pytorch-metric-learning do.
+    /// Replace the formula by the line `cos θ - m sin m` past the threshold, as insightface
+    /// and pytorch-metric-learning do. For the combined margin the line is
+    /// `cos θ - δ - m3` with `δ = max(m2 sin m2, 1 + cos θ_t)` at the threshold angle
+    /// `θ_t = (π - m2) / m1`: `m2 sin m2` as for the angular margin when `m1 = 1`, and
+    /// larger where that would let the score jump up at the threshold.
     ///
     /// This is the default: the score keeps decreasing with the angle and keeps a unit
     /// derivative, so the hardest rows still get a gradient, and numbers match the code
@@ -59,21 +62,22 @@ pub enum Margin {
         /// The margin subtracted from the target cosine.
         m: f64,
     },
-    /// Additive angular margin: `f = cos(θ_y + m)`, `0 ≤ m < π`.
+    /// Additive angular margin: `f = cos(θ_y + m)`, `0 ≤ m ≤ π/2`.
     Angular {
         /// The angle added to the target angle, in radians.
         m: f64,
         /// What happens once `θ_y + m` passes π.
         beyond_pi: BeyondPi,
     },
-    /// Multiplicative angular margin: `f = (λ cos θ_y + ψ(θ_y)) / (1 + λ)`, integer `m ≥ 1`.
+    /// Multiplicative angular margin: `f = (λ cos θ_y + ψ(θ_y)) / (1 + λ)`, integer
+    /// `1 ≤ m ≤ 32`.
     Multiplicative {
         /// The angle multiplier.
         m: u32,
         /// The blend weight `λ ≥ 0` of the plain cosine; 0 is the pure `ψ`.
         lambda: f64,
     },
-    /// Combined margin: `f = cos(m1 θ_y + m2) - m3`, `m1 > 0`, `0 ≤ m2 < π`, `m3 ≥ 0`.
+    /// Combined margin: `f = cos(m1 θ_y + m2) - m3`, `0 < m1 ≤ 16`, `0 ≤ m2 ≤ π/2`, `m3 ≥ 0`.
     Combined {
         /// The angle multiplier.
         m1: f64,
@@ -135,35 +139,57 @@ impl Margin {
         )
     }
 
+    /// Checks the margin's parameters against their domains.
+    ///
+    /// The angles are limited to `[0, π/2]`: past that, the linear fallback no longer lies
+    /// below the clipped score at the threshold (the score would jump up with the angle),
+    /// and the slope's clamp at small angles could cross π. Margins used in practice are
+    /// below 0.6. The multipliers are limited to what SphereFace-style margins use, which
+    /// keeps the slope, up to `m²` or `m1 / sin 2⁻¹²`, and the cost of `ψ`, `O(m)`, bounded.
     pub(crate) fn validate(&self) -> Result<()> {
+        let angle = |name, value: f64| {
+            check(
+                name,
+                "an angle in [0, pi/2]",
+                value,
+                (0.0..=FRAC_PI_2).contains(&value),
+            )
+        };
+        let non_negative =
+            |name, value: f64| check(name, "a finite value >= 0", value, value >= 0.0);
         match *self {
             Self::None => Ok(()),
-            Self::Additive { m } => check("margin m", "a finite value >= 0", m, m >= 0.0),
-            Self::Angular { m, .. } => {
-                check("margin m", "an angle in [0, pi)", m, (0.0..PI).contains(&m))
-            }
+            Self::Additive { m } => non_negative("margin m", m),
+            Self::Angular { m, .. } => angle("margin m", m),
             Self::Multiplicative { m, lambda } => {
-                check("margin m", "an integer >= 1", f64::from(m), m >= 1)?;
+                let range = 1..=MAX_MULTIPLIER;
                 check(
-                    "margin lambda",
-                    "a finite value >= 0",
-                    lambda,
-                    lambda >= 0.0,
-                )
+                    "margin m",
+                    "an integer in [1, 32]",
+                    f64::from(m),
+                    range.contains(&m),
+                )?;
+                non_negative("margin lambda", lambda)
             }
             Self::Combined { m1, m2, m3, .. } => {
-                check("margin m1", "a finite value > 0", m1, m1 > 0.0)?;
                 check(
-                    "margin m2",
-                    "an angle in [0, pi)",
-                    m2,
-                    (0.0..PI).contains(&m2),
+                    "margin m1",
+                    "a value in (0, 16]",
+                    m1,
+                    m1 > 0.0 && m1 <= MAX_M1,
                 )?;
-                check("margin m3", "a finite value >= 0", m3, m3 >= 0.0)
+                angle("margin m2", m2)?;
+                non_negative("margin m3", m3)
             }
         }
     }
 }
+
+/// The largest multiplicative `m`.
+const MAX_MULTIPLIER: u32 = 32;
+
+/// The largest combined `m1`.
+const MAX_M1: f64 = 16.0;
 
 /// Accepts `got` when it is finite and `ok` holds.
 pub(crate) fn check(name: &'static str, expected: &'static str, got: f64, ok: bool) -> Result<()> {

@@ -15,7 +15,7 @@
 
 use crate::config::SvSoftmax;
 use crate::engine::{Engine, Evaluation, Forward, RowDiagnostics, Upstream};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::matrix::CosineMatrix;
 use crate::scalar::Pieces;
 use crate::targets::Targets;
@@ -152,7 +152,7 @@ pub fn breakdown(
     targets: &Targets,
 ) -> Result<Vec<Option<RowBreakdown>>> {
     targets.check(cosines.n_rows(), cosines.n_classes())?;
-    let pieces = Pieces::<f64>::new(config);
+    let pieces = Pieces::<f64>::new(config)?;
     cosines
         .rows()
         .zip(targets.as_slice())
@@ -175,7 +175,7 @@ pub fn forward(
     targets: &Targets,
 ) -> Result<Forward> {
     let rows = breakdown(config, cosines, targets)?;
-    Ok(forward_of(config, &rows))
+    forward_of(config, &rows)
 }
 
 /// The gradient of the reduced loss, times the upstream gradient, with respect to the
@@ -208,7 +208,7 @@ pub fn forward_backward(
 
     let n_active = targets.n_active();
     let zeros = vec![0.0; cosines.n_classes()];
-    let grad_cosines = rows
+    let grad_cosines: Vec<f64> = rows
         .iter()
         .enumerate()
         .flat_map(|(row, breakdown)| match breakdown {
@@ -218,26 +218,50 @@ pub fn forward_backward(
             None => zeros.clone(),
         })
         .collect();
+    let forward = forward_of(config, &rows)?;
+    if let Some(i) = grad_cosines.iter().position(|g| !g.is_finite()) {
+        return Err(overflow(
+            Some(i / cosines.n_classes()),
+            "gradient",
+            grad_cosines[i],
+        ));
+    }
     Ok(Evaluation {
-        forward: forward_of(config, &rows),
+        forward,
         grad_cosines,
     })
 }
 
-fn forward_of(config: &SvSoftmax, rows: &[Option<RowBreakdown>]) -> Forward {
+fn overflow(row: Option<usize>, quantity: &'static str, value: f64) -> Error {
+    Error::Overflow {
+        row,
+        quantity,
+        value,
+        dtype: "f64",
+    }
+}
+
+fn forward_of(config: &SvSoftmax, rows: &[Option<RowBreakdown>]) -> Result<Forward> {
     let row_losses: Vec<f64> = rows
         .iter()
         .map(|row| row.as_ref().map_or(0.0, RowBreakdown::loss))
         .collect();
+    if let Some(row) = row_losses.iter().position(|loss| !loss.is_finite()) {
+        return Err(overflow(Some(row), "row loss", row_losses[row]));
+    }
     let n_active = rows.iter().filter(|row| row.is_some()).count();
-    Forward {
-        loss: config.reduction().reduce(&row_losses, n_active),
+    let loss = config.reduction().reduce(&row_losses, n_active);
+    if !loss.is_finite() {
+        return Err(overflow(None, "reduced loss", loss));
+    }
+    Ok(Forward {
+        loss,
         row_losses,
         diagnostics: rows
             .iter()
             .map(|row| row.as_ref().map(RowBreakdown::diagnostics))
             .collect(),
-    }
+    })
 }
 
 /// The reference as an [`Engine`], so that it runs beside the others.

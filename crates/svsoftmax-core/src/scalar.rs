@@ -8,7 +8,7 @@
 //! use svsoftmax_core::{scalar::Pieces, Margin, SvSoftmax};
 //!
 //! let config = SvSoftmax::builder().scale(32.0).margin(Margin::additive(0.35)).build()?;
-//! let pieces = Pieces::<f32>::new(&config);
+//! let pieces = Pieces::<f32>::new(&config)?;
 //! let target = pieces.target_logit(0.5);
 //! let negative = pieces.negative_logit(target.score, 0.6);
 //! assert!(negative.masked); // 0.5 - 0.35 < 0.6
@@ -34,10 +34,12 @@ pub const COSINE_TOLERANCE: f64 = 1e-4;
 /// target score is evaluated.
 ///
 /// `d cos(θ + m) / d cos θ = sin(θ + m) / sin θ` diverges as `θ → 0` or `θ → π`. The
-/// derivative is evaluated at the angle clamped to `[MIN_ANGLE, π - MIN_ANGLE]`, which caps
-/// it near `sin m / 2⁻¹²` (about 2000 for `m = 0.5`). `2⁻¹²` is exact in both float types and
-/// lies below the smallest non-zero angle that f32 resolves next to ±1 (about `3.5e-4`), so
-/// the clamp only acts on cosines of exactly ±1 in f32 and the two dtypes agree there.
+/// derivative is evaluated with `sin θ` no smaller than `sin 2⁻¹²` (the combined margin: at
+/// the angle clamped to `[2⁻¹², π - 2⁻¹²]`), which caps it near `sin m · 4096`, about 2000
+/// for `m = 0.5`. `2⁻¹²` is exact in both float types and lies below the smallest non-zero
+/// angle that f32 resolves next to ±1 (about `3.5e-4`), so in f32 the cap acts on cosines of
+/// exactly ±1 only, and f32 and f64 agree there. In f64 it also acts within about `3e-8` of
+/// ±1, where the slope is capped rather than exact.
 pub const MIN_ANGLE: f64 = 1.0 / 4096.0;
 
 /// A value with its derivative with respect to one cosine.
@@ -62,9 +64,11 @@ enum RuleKind<F> {
     Additive {
         m: F,
     },
+    /// `cos(θ + m) - m3`: the angular margin, and the combined one when `m1 = 1`.
     Angular {
         cos_m: F,
         sin_m: F,
+        m3: F,
         fallback_shift: F,
         beyond_pi: BeyondPi,
     },
@@ -85,31 +89,44 @@ impl<F: Real> TargetRule<F> {
     /// The rule of `margin`; `gradient` applies to the angular and combined margins.
     pub fn new(margin: Margin, gradient: AngularGradient) -> Self {
         let f = F::from_f64;
+        let angular = |m: f64, m3: f64, beyond_pi| RuleKind::Angular {
+            cos_m: f(m.cos()),
+            sin_m: f(m.sin()),
+            m3: f(m3),
+            fallback_shift: f(m * m.sin()),
+            beyond_pi,
+        };
         let kind = match margin {
             Margin::None => RuleKind::Plain,
             Margin::Additive { m } => RuleKind::Additive { m: f(m) },
-            Margin::Angular { m, beyond_pi } => RuleKind::Angular {
-                cos_m: f(m.cos()),
-                sin_m: f(m.sin()),
-                fallback_shift: f(m * m.sin()),
-                beyond_pi,
-            },
+            Margin::Angular { m, beyond_pi } => angular(m, 0.0, beyond_pi),
             Margin::Multiplicative { m, lambda } => RuleKind::Multiplicative {
                 m,
                 lambda: f(lambda),
             },
+            // The angular form avoids the arccos, so `Combined { m1: 1, .. }` computes
+            // exactly what `Angular` does (and `cos(acos c)` never stands in for `c`).
+            Margin::Combined {
+                m1: 1.0,
+                m2,
+                m3,
+                beyond_pi,
+            } => angular(m2, m3, beyond_pi),
             Margin::Combined {
                 m1,
                 m2,
                 m3,
                 beyond_pi,
-            } => RuleKind::Combined {
-                m1: f(m1),
-                m2: f(m2),
-                m3: f(m3),
-                fallback_shift: f(m2 * m2.sin()),
-                beyond_pi,
-            },
+            } => {
+                let threshold = (std::f64::consts::PI - m2) / m1;
+                RuleKind::Combined {
+                    m1: f(m1),
+                    m2: f(m2),
+                    m3: f(m3),
+                    fallback_shift: f((m2 * m2.sin()).max(1.0 + threshold.cos())),
+                    beyond_pi,
+                }
+            }
         };
         Self {
             kind,
@@ -124,30 +141,29 @@ impl<F: Real> TargetRule<F> {
     #[inline]
     pub fn score(&self, cos_y: F) -> Valued<F> {
         match self.kind {
-            RuleKind::Plain => Valued {
-                value: cos_y,
-                derivative: F::one(),
-            },
-            RuleKind::Additive { m } => Valued {
-                value: cos_y - m,
-                derivative: F::one(),
-            },
+            RuleKind::Plain => identity(cos_y),
+            RuleKind::Additive { m } => identity(cos_y - m),
             RuleKind::Angular {
                 cos_m,
                 sin_m,
+                m3,
                 fallback_shift,
                 beyond_pi,
             } => {
                 let c = clamp_unit(cos_y);
+                // θ + m > π exactly when cos θ < cos(π - m) = -cos m.
                 let beyond = c < -cos_m;
                 let scored = match beyond_pi {
                     BeyondPi::Easy if c <= F::zero() => identity(c),
-                    BeyondPi::Clip if beyond => Valued {
-                        value: -F::one(),
-                        derivative: F::zero(),
-                    },
-                    BeyondPi::Fallback if beyond => identity(c - fallback_shift),
-                    _ => angular(c, cos_m, sin_m),
+                    BeyondPi::Clip if beyond => constant(-F::one() - m3),
+                    BeyondPi::Fallback if beyond => identity(c - fallback_shift - m3),
+                    _ => {
+                        let scored = angular(c, cos_m, sin_m);
+                        Valued {
+                            value: scored.value - m3,
+                            derivative: scored.derivative,
+                        }
+                    }
                 };
                 self.straighten(scored)
             }
@@ -165,10 +181,7 @@ impl<F: Real> TargetRule<F> {
                 let beyond = phi > F::PI();
                 let scored = match beyond_pi {
                     BeyondPi::Easy if c <= F::zero() => identity(c),
-                    BeyondPi::Clip if beyond => Valued {
-                        value: -F::one() - m3,
-                        derivative: F::zero(),
-                    },
+                    BeyondPi::Clip if beyond => constant(-F::one() - m3),
                     BeyondPi::Fallback if beyond => identity(c - fallback_shift - m3),
                     _ => {
                         let theta = clamp_angle(theta);
@@ -186,13 +199,17 @@ impl<F: Real> TargetRule<F> {
 
     fn straighten(&self, scored: Valued<F>) -> Valued<F> {
         if self.straight_through {
-            Valued {
-                value: scored.value,
-                derivative: F::one(),
-            }
+            identity(scored.value)
         } else {
             scored
         }
+    }
+}
+
+fn constant<F: Real>(value: F) -> Valued<F> {
+    Valued {
+        value,
+        derivative: F::zero(),
     }
 }
 
@@ -233,7 +250,7 @@ fn multiplicative<F: Real>(c: F, m: u32, lambda: F) -> Valued<F> {
         .floor()
         .min(m_f - F::one())
         .max(F::zero());
-    let sign = if sector.to_f64() as u32 % 2 == 0 {
+    let sign = if (sector.to_f64() as u32).is_multiple_of(2) {
         F::one()
     } else {
         -F::one()
@@ -342,25 +359,42 @@ pub struct Pieces<F> {
     cosine_limit: F,
     /// `-1` for the arccos margins, `-∞` otherwise.
     cosine_floor: F,
+    /// The configured `t`, for error messages.
+    t: f64,
 }
 
 impl<F: Real> Pieces<F> {
-    /// The pieces of `config`.
-    pub fn new(config: &SvSoftmax) -> Self {
+    /// The pieces of `config`, in `F`.
+    ///
+    /// # Errors
+    /// [`Error::Hyperparameter`] when a value that is finite in f64 is not in `F`: the
+    /// scale, `s t` (the steepest slope of a support vector) or `s (t - 1)`.
+    pub fn new(config: &SvSoftmax) -> Result<Self> {
+        let (scale, t) = (config.scale(), config.t());
+        for (name, value) in [("scale", scale), ("scale * t", scale * t)] {
+            if !F::from_f64(value).is_finite() {
+                return Err(Error::Hyperparameter {
+                    name,
+                    expected: "a value that is finite in the engine's float type",
+                    got: value,
+                });
+            }
+        }
         let margin = config.margin();
         let (cosine_limit, cosine_floor) = if margin.takes_arccos() {
             (F::one() + F::from_f64(COSINE_TOLERANCE), -F::one())
         } else {
             (F::max_value(), F::neg_infinity())
         };
-        Self {
-            scale: F::from_f64(config.scale()),
+        Ok(Self {
+            scale: F::from_f64(scale),
             target: TargetRule::new(margin, config.angular_gradient()),
             indicator: LogIndicator::new(config),
             arccos_margin: margin.takes_arccos().then(|| margin.name()),
             cosine_limit,
             cosine_floor,
-        }
+            t,
+        })
     }
 
     /// The scale `s` in `F`.
@@ -466,6 +500,7 @@ impl<F: Real> Pieces<F> {
                 col,
                 cosine: cosine.to_f64(),
                 scale: self.scale.to_f64(),
+                t: self.t,
                 dtype: F::NAME,
             })
         }

@@ -69,7 +69,7 @@ impl Targets {
         if n_classes < 2 {
             return Err(Error::TooFewClasses { n_classes });
         }
-        if one_hot.len() % n_classes != 0 {
+        if !one_hot.len().is_multiple_of(n_classes) {
             return Err(Error::OneHotLength {
                 n_classes,
                 got: one_hot.len(),

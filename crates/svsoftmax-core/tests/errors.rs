@@ -1,6 +1,7 @@
 //! Every way an input is rejected, reached through the public API, with the message a user
 //! reads snapshotted so that a reviewer sees any change of wording.
 
+use svsoftmax_core::scalar::Pieces;
 use svsoftmax_core::{
     reference, BeyondPi, CosineMatrix, Error, Margin, Reduction, SvSoftmax, Targets, Upstream,
 };
@@ -31,6 +32,18 @@ fn cases() -> Vec<(&'static str, Error)> {
         .build()
         .unwrap();
     let none = default.with_reduction(Reduction::None);
+    let additive_zero = SvSoftmax::builder()
+        .scale(64.0)
+        .margin(Margin::additive(0.0))
+        .build()
+        .unwrap();
+    let huge_sum = SvSoftmax::builder()
+        .scale(1e307)
+        .t(1.0)
+        .reduction(Reduction::Sum)
+        .build()
+        .unwrap();
+    let huge_f32 = SvSoftmax::builder().scale(1e39).build().unwrap();
     vec![
         ("scale zero", build(SvSoftmax::builder().scale(0.0))),
         ("scale NaN", build(SvSoftmax::builder().scale(f64::NAN))),
@@ -134,6 +147,27 @@ fn cases() -> Vec<(&'static str, Error)> {
                 got: [3, 2],
             },
         ),
+        ("angular m past pi/2", margin(Margin::angular(2.0))),
+        ("multiplicative m 33", margin(Margin::multiplicative(33))),
+        ("combined m1 17", margin(Margin::combined(17.0, 0.3, 0.2))),
+        (
+            "row loss overflow",
+            forward(&additive_zero, &[-2e306, 2e306], 1, &Targets::new(&[0])),
+        ),
+        (
+            "reduced loss overflow",
+            forward(
+                &huge_sum,
+                &[-1.0, 1.0].repeat(10),
+                10,
+                &Targets::new(&[0; 10]),
+            ),
+        ),
+        (
+            "gradient overflow",
+            backward(&default, Upstream::Scalar(1e308)),
+        ),
+        ("scale past f32", Pieces::<f32>::new(&huge_f32).unwrap_err()),
     ]
 }
 

@@ -98,7 +98,10 @@ fn loss_at(case: &Case, cosines: &[f64]) -> (f64, Vec<Vec<bool>>) {
 }
 
 fn target_slope(config: &SvSoftmax, cos_y: f64) -> f64 {
-    Pieces::<f64>::new(config).target_logit(cos_y).slope
+    Pieces::<f64>::new(config)
+        .unwrap()
+        .target_logit(cos_y)
+        .slope
 }
 
 /// Returns (checked, skipped) coordinates.

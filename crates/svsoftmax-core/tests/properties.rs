@@ -67,7 +67,7 @@ proptest! {
         let config = config(scale, t, margin, indicator);
         let cosines = CosineMatrix::new(&data, targets.len(), n_classes).unwrap();
         let forward = reference::forward(&config, cosines, &Targets::new(&targets)).unwrap();
-        let pieces = Pieces::<f64>::new(&config);
+        let pieces = Pieces::<f64>::new(&config).unwrap();
         for (i, (row, &y)) in cosines.rows().zip(&targets).enumerate() {
             let f = pieces.target_logit(row[y]).score;
             let h = |c: f64| match (f < c, indicator) {
@@ -157,8 +157,8 @@ proptest! {
         cosine in -1.0..=1.0f64,
     ) {
         let config = config(1.0, 1.2, margin, Indicator::Adaptive);
-        let wide = Pieces::<f64>::new(&config).target_logit(f64::from(cosine as f32));
-        let narrow = Pieces::<f32>::new(&config).target_logit(cosine as f32);
+        let wide = Pieces::<f64>::new(&config).unwrap().target_logit(f64::from(cosine as f32));
+        let narrow = Pieces::<f32>::new(&config).unwrap().target_logit(cosine as f32);
         Tolerance::new(1e-5, 1e-5, "f32 score, a few ulps of values up to 7")
             .assert_close(f64::from(narrow.score), wide.score, "score");
         // The slope's conditioning is cos θ / sin²θ: rounding of 6e-8 in c becomes up to

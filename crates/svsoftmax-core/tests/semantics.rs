@@ -465,7 +465,9 @@ fn angular_gradient_is_capped_next_to_one() {
         .margin(Margin::angular(0.5))
         .build()
         .unwrap();
-    let at_one = svsoftmax_core::scalar::Pieces::<f64>::new(&sv).target_logit(1.0);
+    let at_one = svsoftmax_core::scalar::Pieces::<f64>::new(&sv)
+        .unwrap()
+        .target_logit(1.0);
     let theta = 1.0f64 / 4096.0;
     let cap = (theta + 0.5).sin() / theta.sin();
     Tolerance::new(0.0, 1e-6, "cap evaluated with sin vs the angle form").assert_close(
@@ -476,7 +478,9 @@ fn angular_gradient_is_capped_next_to_one() {
     F64_FORMULA.assert_close(at_one.score, 0.5f64.cos(), "score at cos = 1");
 
     // f32 agrees, because 2^-12 is below the smallest angle f32 resolves next to 1.
-    let at_one_f32 = svsoftmax_core::scalar::Pieces::<f32>::new(&sv).target_logit(1.0);
+    let at_one_f32 = svsoftmax_core::scalar::Pieces::<f32>::new(&sv)
+        .unwrap()
+        .target_logit(1.0);
     Tolerance::new(0.0, 1e-5, "f32 rounding of a slope near 2000").assert_close(
         f64::from(at_one_f32.slope),
         cap,
@@ -530,7 +534,7 @@ fn multiplicative_score_is_sphereface_psi() {
             .margin(Margin::multiplicative(m))
             .build()
             .unwrap();
-        let pieces = svsoftmax_core::scalar::Pieces::<f64>::new(&sv);
+        let pieces = svsoftmax_core::scalar::Pieces::<f64>::new(&sv).unwrap();
         for i in 0..=200 {
             let c = -1.0 + f64::from(i) / 100.0;
             let theta = c.acos();
@@ -581,4 +585,82 @@ fn one_hot_rows_convert_to_indices() {
     assert_eq!(targets, Targets::new(&[1, 0]));
     let targets = Targets::from_one_hot(&[0.0f32, 0.0, 1.0], 3).unwrap();
     assert_eq!(targets, Targets::new(&[2]));
+}
+
+#[test]
+fn the_mean_divides_before_it_sums() {
+    // Ten rows of 2e307 each: their sum overflows f64, their mean does not.
+    let sv = SvSoftmax::builder().scale(1e307).t(1.0).build().unwrap();
+    let rows: Vec<&[f64]> = vec![&[-1.0, 1.0]; 10];
+    let loss = evaluate(&sv, &rows, &[0; 10]).forward.loss;
+    F64_FORMULA.assert_close(loss, 2e307, "mean of ten rows of s (c_1 - c_0)");
+}
+
+#[test]
+fn combined_with_unit_multiplier_is_the_angular_margin() {
+    // cos(1·θ + m) - 0 is cos(θ + m): the two must give identical scores and masks, including
+    // m = 0 where the score is the cosine itself, so a tie stays a tie.
+    for m in [0.0, 0.03, 0.5, 1.2] {
+        for beyond_pi in [BeyondPi::Clip, BeyondPi::Fallback, BeyondPi::Easy] {
+            let angular = SvSoftmax::builder()
+                .margin(Margin::Angular { m, beyond_pi })
+                .build()
+                .unwrap();
+            let combined = SvSoftmax::builder()
+                .margin(Margin::Combined {
+                    m1: 1.0,
+                    m2: m,
+                    m3: 0.0,
+                    beyond_pi,
+                })
+                .build()
+                .unwrap();
+            for i in 0..=400 {
+                let c = -1.0 + f64::from(i) / 200.0;
+                let rows: &[&[f64]] = &[&[c, c, 0.3]];
+                assert_eq!(
+                    evaluate(&angular, rows, &[0]),
+                    evaluate(&combined, rows, &[0]),
+                    "m {m} c {c}"
+                );
+            }
+        }
+    }
+    let plain = SvSoftmax::builder()
+        .margin(Margin::combined(1.0, 0.0, 0.0))
+        .build()
+        .unwrap();
+    let tie = evaluate(&plain, &[&[-0.9621999999999999, -0.9621999999999999]], &[0]);
+    assert_eq!(tie.forward.diagnostics[0].unwrap().support_vectors, 0);
+}
+
+#[test]
+fn fallback_scores_never_rise_with_the_angle() {
+    // The target score must fall (weakly) as the angle grows, across the threshold too:
+    // otherwise the hardest rows would be rewarded for moving away from their class.
+    let margins = [
+        Margin::angular(0.5),
+        Margin::angular(std::f64::consts::FRAC_PI_2),
+        Margin::combined(1.35, 0.0, 0.0),
+        Margin::combined(2.0, 0.3, 0.1),
+        Margin::combined(0.9, 0.4, 0.15),
+    ];
+    for margin in margins {
+        let sv = SvSoftmax::builder()
+            .scale(1.0)
+            .margin(margin)
+            .build()
+            .unwrap();
+        let pieces = svsoftmax_core::scalar::Pieces::<f64>::new(&sv).unwrap();
+        let mut previous = f64::INFINITY;
+        for i in 0..=20_000 {
+            let theta = std::f64::consts::PI * f64::from(i) / 20_000.0;
+            let score = pieces.target_logit(theta.cos()).score;
+            assert!(
+                score <= previous + 1e-12,
+                "{margin:?}: rises at θ = {theta}: {previous} -> {score}"
+            );
+            previous = score;
+        }
+    }
 }
