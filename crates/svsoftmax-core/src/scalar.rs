@@ -403,6 +403,13 @@ impl<F: Real> Pieces<F> {
         self.scale
     }
 
+    /// The steepest slope `d z_k / d cos θ_k` of a non-target column: `s` plus the
+    /// log-indicator's slope on a support vector.
+    #[inline]
+    pub fn steepest_negative_slope(&self) -> F {
+        self.scale + self.indicator.derivative()
+    }
+
     /// The target score rule.
     pub fn target_rule(&self) -> &TargetRule<F> {
         &self.target

@@ -37,6 +37,8 @@ pub(crate) struct RowStats<F> {
     pub target_score: F,
     pub target_prob: F,
     pub support_vectors: usize,
+    /// The largest `|dz_k / dc_k|` of the row, which bounds the gradient's entries.
+    pub max_slope: F,
 }
 
 /// The instruction set the kernel runs with on this machine, best first; the same list
@@ -127,6 +129,10 @@ pub(crate) fn row<E: Element>(
         target_score: score,
         target_prob: target_exp / sum,
         support_vectors: scan_left.support_vectors + scan_right.support_vectors,
+        max_slope: target_logit
+            .slope
+            .abs()
+            .max(pieces.steepest_negative_slope()),
     })
 }
 

@@ -26,6 +26,7 @@ mod exp;
 mod kernel;
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use num_traits::{Float, Zero};
 use svsoftmax_core::scalar::Pieces;
 use svsoftmax_core::{Error, Forward, Real, Result, RowDiagnostics, SvSoftmax, Targets, Upstream};
 
@@ -172,8 +173,6 @@ pub fn sv_am<E: Element>(
     Ok((forward.loss, grad))
 }
 
-use num_traits::Zero;
-
 fn empty_forward() -> Forward {
     Forward {
         loss: 0.0,
@@ -240,17 +239,32 @@ fn run<E: Element>(
     };
     process(&shared, block);
 
-    // A rejected row left NaN as its loss; the scalar checks name the first culprit.
-    if let Some(row) = out.row_losses.iter().position(|loss| loss.is_nan()) {
-        let target = targets.get(row).expect("only active rows are rejected");
-        return Err(diagnose(
-            &shared.pieces,
-            row,
-            &cosines[row * n_classes..][..n_classes],
-            target,
-        ));
+    if let Some(row) = out.row_losses.iter().position(|loss| !loss.is_finite()) {
+        let overflow = |quantity| Error::Overflow {
+            row: Some(row),
+            quantity,
+            value: f64::INFINITY,
+            dtype: <E::Real as Real>::NAME,
+        };
+        return Err(match out.row_losses[row] {
+            LOSS_OVERFLOW => overflow("row loss"),
+            GRADIENT_OVERFLOW => overflow("gradient"),
+            _ => {
+                let target = targets.get(row).expect("only active rows are rejected");
+                let row_cosines = &cosines[row * n_classes..][..n_classes];
+                diagnose(&shared.pieces, row, row_cosines, target).unwrap_or(overflow("logit"))
+            }
+        });
     }
     out.loss = config.reduction().reduce(&out.row_losses, shared.n_active);
+    if !out.loss.is_finite() {
+        return Err(Error::Overflow {
+            row: None,
+            quantity: "reduced loss",
+            value: out.loss,
+            dtype: <E::Real as Real>::NAME,
+        });
+    }
     Ok(())
 }
 
@@ -296,19 +310,32 @@ fn process<E: Element>(shared: &Shared<'_, E::Real>, block: Block<'_, E>) {
                 upstream.row_weight(shared.config.reduction(), shared.n_active, first_row + i);
             (row_grad, E::Real::from_f64(weight))
         });
-        match kernel::row(&shared.pieces, row_cosines, target, backward) {
+        let weight = backward.as_ref().map(|(_, weight)| *weight);
+        *loss = match kernel::row(&shared.pieces, row_cosines, target, backward) {
+            None => REJECTED,
+            Some(stats) if !stats.loss.is_finite() => LOSS_OVERFLOW,
+            // |g_k| <= |weight| · |slope_k|, since e_k <= 1 <= Σe: if that bound is finite
+            // every entry is, and no pass over the gradient is needed to know it.
+            Some(stats) if weight.is_some_and(|w| !(w.abs() * stats.max_slope).is_finite()) => {
+                GRADIENT_OVERFLOW
+            }
             Some(stats) => {
-                *loss = stats.loss.to_f64();
                 *diagnostic = Some(RowDiagnostics {
                     target_score: stats.target_score.to_f64(),
                     support_vectors: stats.support_vectors,
                     target_prob: stats.target_prob.to_f64(),
                 });
+                stats.loss.to_f64()
             }
-            None => *loss = f64::NAN,
-        }
+        };
     }
 }
+
+// A row that fails leaves one of these in place of its loss, which no accepted row can have,
+// and the caller turns the first one into the row's error.
+const REJECTED: f64 = f64::NAN;
+const LOSS_OVERFLOW: f64 = f64::INFINITY;
+const GRADIENT_OVERFLOW: f64 = f64::NEG_INFINITY;
 
 #[cfg(feature = "rayon")]
 fn split<'a, E>(block: Block<'a, E>, mid: usize, n_classes: usize) -> (Block<'a, E>, Block<'a, E>) {
@@ -350,7 +377,7 @@ fn diagnose<E: Element>(
     row: usize,
     cosines: &[E],
     target: usize,
-) -> Error {
+) -> Option<Error> {
     let checked: Result<Vec<E::Real>> = cosines
         .iter()
         .enumerate()
@@ -358,18 +385,15 @@ fn diagnose<E: Element>(
         .collect();
     let checked = match checked {
         Ok(checked) => checked,
-        Err(error) => return error,
+        Err(error) => return Some(error),
     };
     let target_logit = pieces.target_logit(checked[target]);
-    for (col, &cosine) in checked.iter().enumerate() {
+    checked.iter().enumerate().find_map(|(col, &cosine)| {
         let logit = if col == target {
             target_logit.logit
         } else {
             pieces.negative_logit(target_logit.score, cosine).logit
         };
-        if let Err(error) = pieces.check_logit(row, col, cosine, logit) {
-            return error;
-        }
-    }
-    unreachable!("the kernel rejects a row only for a bad cosine or an overflowing logit")
+        pieces.check_logit(row, col, cosine, logit).err()
+    })
 }
