@@ -355,7 +355,8 @@ pub struct Pieces<F> {
     target: TargetRule<F>,
     indicator: LogIndicator<F>,
     arccos_margin: Option<&'static str>,
-    /// `1 + COSINE_TOLERANCE` for the arccos margins, the largest finite `F` otherwise.
+    /// `1 + COSINE_TOLERANCE` for the arccos margins; otherwise the largest magnitude whose
+    /// logit `s c + s (t - 1) (c + 1)` is sure to be finite in `F`.
     cosine_limit: F,
     /// `-1` for the arccos margins, `-∞` otherwise.
     cosine_floor: F,
@@ -384,7 +385,13 @@ impl<F: Real> Pieces<F> {
         let (cosine_limit, cosine_floor) = if margin.takes_arccos() {
             (F::one() + F::from_f64(COSINE_TOLERANCE), -F::one())
         } else {
-            (F::max_value(), F::neg_infinity())
+            // |s c + w (c + 1)| <= (s + w)(|c| + 1) <= 2 (s + w) |c| once |c| >= 1; a
+            // factor 2 more keeps the sum of the two terms clear of overflow as well.
+            let steepest = scale + scale * (t - 1.0);
+            (
+                F::max_value() / F::from_f64(4.0) / F::from_f64(steepest.max(1.0)),
+                F::neg_infinity(),
+            )
         };
         Ok(Self {
             scale: F::from_f64(scale),
@@ -401,6 +408,15 @@ impl<F: Real> Pieces<F> {
     #[inline]
     pub fn scale(&self) -> F {
         self.scale
+    }
+
+    /// The largest adjusted logit that any cosine in `[-1, 1]` can produce, target or not:
+    /// `s + log h` at `cos θ = 1` (the target's `s f` is at most `s`, since every margin's
+    /// score is at most 1). A kernel may use it as the log-sum-exp's reference point in
+    /// place of the row maximum, when it knows the row's cosines lie in `[-1, 1]`.
+    #[inline]
+    pub fn logit_bound(&self) -> F {
+        self.scale + self.indicator.value(F::one())
     }
 
     /// The steepest slope `d z_k / d cos θ_k` of a non-target column: `s` plus the
@@ -450,9 +466,17 @@ impl<F: Real> Pieces<F> {
         }
     }
 
-    /// Whether the loss accepts `cos_k`: finite, and for the margins that take an arccos
-    /// within `±(1 + COSINE_TOLERANCE)`. One comparison, so that a vectorized kernel can
-    /// fold it into its pass and call [`Pieces::check_cosine`] only to name the culprit.
+    /// Whether the loss clamps the cosines to `[-1, 1]` (the margins that take an arccos).
+    #[inline]
+    pub fn clamps_cosines(&self) -> bool {
+        self.arccos_margin.is_some()
+    }
+
+    /// Whether the loss accepts `cos_k`: within `±(1 + COSINE_TOLERANCE)` for the margins that
+    /// take an arccos, and otherwise small enough that its logit is finite. One comparison,
+    /// so that a vectorized kernel can fold it into its pass and call
+    /// [`Pieces::check_cosine`] only to name the culprit; a non-target logit from an accepted
+    /// cosine never overflows.
     #[inline(always)]
     pub fn accepts(&self, cos_k: F) -> bool {
         // NaN fails the comparison; so does ±∞ against a finite limit.
@@ -463,33 +487,43 @@ impl<F: Real> Pieces<F> {
     /// margins that take an arccos, unchanged otherwise. Branch-free.
     #[inline(always)]
     pub fn clamp_cosine(&self, cos_k: F) -> F {
-        cos_k.max(self.cosine_floor).min(-self.cosine_floor)
+        // Comparisons rather than `max`/`min`, whose NaN rules cost extra instructions in a
+        // vector loop; a NaN is rejected by `accepts` whatever this returns.
+        let floor = self.cosine_floor;
+        let raised = if cos_k > floor { cos_k } else { floor };
+        if raised < -floor {
+            raised
+        } else {
+            -floor
+        }
     }
 
     /// Checks one input cosine and returns the value the loss uses.
     ///
     /// # Errors
     /// [`Error::NonFiniteCosine`] for NaN or ±∞; for the margins that take an arccos,
-    /// [`Error::CosineOutOfRange`] beyond `±(1 + COSINE_TOLERANCE)`. Values within the
-    /// tolerance are clamped to ±1.
+    /// [`Error::CosineOutOfRange`] beyond `±(1 + COSINE_TOLERANCE)` (values within the
+    /// tolerance are clamped to ±1); for the others, [`Error::LogitOverflow`] for a
+    /// magnitude whose logit could overflow `F`.
     #[inline]
     pub fn check_cosine(&self, row: usize, col: usize, value: F) -> Result<F> {
         if self.accepts(value) {
             return Ok(self.clamp_cosine(value));
         }
         match self.arccos_margin {
-            Some(margin) if value.is_finite() => Err(Error::CosineOutOfRange {
+            _ if !value.is_finite() => Err(Error::NonFiniteCosine {
+                row,
+                col,
+                value: value.to_f64(),
+            }),
+            Some(margin) => Err(Error::CosineOutOfRange {
                 row,
                 col,
                 value: value.to_f64(),
                 margin,
                 tolerance: COSINE_TOLERANCE,
             }),
-            _ => Err(Error::NonFiniteCosine {
-                row,
-                col,
-                value: value.to_f64(),
-            }),
+            None => Err(self.logit_overflow(row, col, value)),
         }
     }
 
@@ -502,14 +536,18 @@ impl<F: Real> Pieces<F> {
         if logit.is_finite() {
             Ok(())
         } else {
-            Err(Error::LogitOverflow {
-                row,
-                col,
-                cosine: cosine.to_f64(),
-                scale: self.scale.to_f64(),
-                t: self.t,
-                dtype: F::NAME,
-            })
+            Err(self.logit_overflow(row, col, cosine))
+        }
+    }
+
+    fn logit_overflow(&self, row: usize, col: usize, cosine: F) -> Error {
+        Error::LogitOverflow {
+            row,
+            col,
+            cosine: cosine.to_f64(),
+            scale: self.scale.to_f64(),
+            t: self.t,
+            dtype: F::NAME,
         }
     }
 }

@@ -32,6 +32,13 @@ fn cases() -> Vec<(&'static str, Error)> {
         .build()
         .unwrap();
     let none = default.with_reduction(Reduction::None);
+    // z_y = 1e308 (-0.4 - 1.3) and z_1 = 0.44e308 are finite; their difference is not.
+    let huge_margin = SvSoftmax::builder()
+        .scale(1e308)
+        .t(1.0)
+        .margin(Margin::additive(1.3))
+        .build()
+        .unwrap();
     let additive_zero = SvSoftmax::builder()
         .scale(64.0)
         .margin(Margin::additive(0.0))
@@ -151,8 +158,12 @@ fn cases() -> Vec<(&'static str, Error)> {
         ("multiplicative m 33", margin(Margin::multiplicative(33))),
         ("combined m1 17", margin(Margin::combined(17.0, 0.3, 0.2))),
         (
-            "row loss overflow",
+            "logit overflow from a huge cosine",
             forward(&additive_zero, &[-2e306, 2e306], 1, &Targets::new(&[0])),
+        ),
+        (
+            "row loss overflow",
+            forward(&huge_margin, &[-0.4, 0.44], 1, &Targets::new(&[0])),
         ),
         (
             "reduced loss overflow",

@@ -452,7 +452,9 @@ fn errors_match_the_reference() {
         .margin(Margin::angular(0.5))
         .build()
         .unwrap();
-    let cases: Vec<(&SvSoftmax, Vec<f64>, usize, Vec<Option<usize>>)> = vec![
+    // (configuration, cosines, rows, targets)
+    type ErrorCase<'a> = (&'a SvSoftmax, Vec<f64>, usize, Vec<Option<usize>>);
+    let cases: Vec<ErrorCase> = vec![
         (
             &default,
             vec![0.1, f64::NAN, 0.3, 0.4],
