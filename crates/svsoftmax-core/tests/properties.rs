@@ -148,6 +148,27 @@ proptest! {
         }
     }
 
+    /// No cosine in [-1, 1] gives a logit above `Pieces::logit_bound`, which kernels use as
+    /// the log-sum-exp's reference point.
+    #[test]
+    fn logits_stay_below_the_bound(
+        (data, n_classes, targets) in rows(4, 9),
+        margin in proptest::sample::select(every_margin()),
+        indicator in indicators(),
+        scale in 1.0..=64.0f64,
+        t in 1.0..=1.5f64,
+    ) {
+        let config = config(scale, t, margin, indicator);
+        let bound = Pieces::<f64>::new(&config).unwrap().logit_bound();
+        let cosines = CosineMatrix::new(&data, targets.len(), n_classes).unwrap();
+        for row in reference::breakdown(&config, cosines, &Targets::new(&targets)).unwrap() {
+            for &logit in &row.unwrap().logits {
+                // The bound is s + log h(1) formed in one order, a logit in another.
+                prop_assert!(logit <= bound * (1.0 + 1e-15), "{logit} > {bound}");
+            }
+        }
+    }
+
     /// The scalar pieces in f32 agree with f64 to f32 rounding: the target score to a few
     /// ulps of its magnitude (up to ~2m - 1 for the multiplicative margin), the slopes to
     /// a relative 1e-3 (the angular slope's 1/sin θ amplifies the rounding of cos θ near ±1).

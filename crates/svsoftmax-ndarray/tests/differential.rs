@@ -177,6 +177,52 @@ fn keep_off_the_boundary(
     }
 }
 
+/// Inputs that are not cosines (the notebook feeds values up to 6), for the margins that
+/// accept them: they take the kernel's exact path.
+fn unbounded_case() -> impl Strategy<Value = Case> {
+    (
+        proptest::sample::select(vec![Margin::None, Margin::additive(0.35)]),
+        proptest::sample::select(vec![Indicator::Adaptive, Indicator::Fixed]),
+        proptest::sample::select(vec![Reduction::Mean, Reduction::Sum, Reduction::None]),
+        1.0..=8.0f64,
+        1.0..=1.5f64,
+        1usize..=4,
+        prop_oneof![proptest::sample::select(WIDTHS.to_vec()), 2usize..300],
+    )
+        .prop_flat_map(
+            |(margin, indicator, reduction, scale, t, n_rows, n_classes)| {
+                let config = SvSoftmax::builder()
+                    .scale(scale)
+                    .t(t)
+                    .margin(margin)
+                    .indicator(indicator)
+                    .reduction(reduction)
+                    .build()
+                    .unwrap();
+                (
+                    Just(config),
+                    Just(n_classes),
+                    proptest::collection::vec(-3.0..=6.0f64, n_rows * n_classes),
+                    proptest::collection::vec(
+                        proptest::option::weighted(0.9, 0..n_classes),
+                        n_rows,
+                    ),
+                    proptest::collection::vec(-2.0..2.0f64, n_rows),
+                )
+            },
+        )
+        .prop_map(|(config, n_classes, mut cosines, targets, upstream)| {
+            keep_off_the_boundary(&config, n_classes, &mut cosines, &targets);
+            Case {
+                config,
+                n_classes,
+                cosines,
+                targets,
+                upstream,
+            }
+        })
+}
+
 fn upstream(case: &Case) -> Upstream<'_> {
     match case.config.reduction() {
         Reduction::None => Upstream::Rows(&case.upstream),
@@ -280,6 +326,79 @@ fn f64_engine_matches_the_reference() {
             compare(&engine, &case, f64_tolerance(&case.config))
         })
         .unwrap();
+}
+
+#[test]
+fn f64_engine_matches_the_reference_beyond_unit_cosines() {
+    let engine = NdarrayEngine::<f64>::new();
+    runner(150)
+        .run(&unbounded_case(), |case| {
+            compare(&engine, &case, f64_tolerance(&case.config))
+        })
+        .unwrap();
+}
+
+#[test]
+fn f32_engine_matches_the_reference_beyond_unit_cosines() {
+    // Logits reach 6 s t instead of s t: the f32 bounds grow by that factor.
+    let engine = NdarrayEngine::<f32>::new();
+    runner(150)
+        .run(&unbounded_case(), |case| {
+            let (loss, grad) = f32_tolerance(&case.config);
+            let wider = |tolerance: Tolerance| Tolerance {
+                abs: tolerance.abs * 6.0,
+                rel: tolerance.rel * 6.0,
+            };
+            compare(&engine, &case, (wider(loss), wider(grad)))
+        })
+        .unwrap();
+}
+
+#[test]
+fn rows_far_below_the_logit_bound_take_the_exact_path_correctly() {
+    // A row of -1s has every logit far below the bound s (2t - 1): ~190 below at s = 64,
+    // t = 1.5, past what f32's exponential represents, and ~1500 below at s = 512, past
+    // f64's. The kernel must notice and fall back, or the row's sum would underflow to 0.
+    let mut data = vec![-1.0; 3 * 40];
+    data[40 + 7] = -0.999;
+    data[80 + 39] = -0.98;
+    let cosines = CosineMatrix::new(&data, 3, 40).unwrap();
+    let targets = Targets::new(&[0, 3, 39]);
+    let config = |scale| {
+        SvSoftmax::builder()
+            .scale(scale)
+            .t(1.5)
+            .margin(Margin::additive(0.35))
+            .build()
+            .unwrap()
+    };
+    let (narrow, wide) = (config(64.0), config(512.0));
+    let cases: [(&dyn Engine, &SvSoftmax, (Tolerance, Tolerance)); 2] = [
+        (
+            &NdarrayEngine::<f32>::new(),
+            &narrow,
+            f32_tolerance(&narrow),
+        ),
+        (&NdarrayEngine::<f64>::new(), &wide, f64_tolerance(&wide)),
+    ];
+    for (engine, config, (loss_tol, grad_tol)) in cases {
+        let expected =
+            reference::forward_backward(config, cosines, &targets, Upstream::default()).unwrap();
+        let actual = engine
+            .forward_backward(config, cosines, &targets, Upstream::default())
+            .unwrap();
+        for (a, e) in actual
+            .forward
+            .row_losses
+            .iter()
+            .zip(&expected.forward.row_losses)
+        {
+            assert!(loss_tol.close(*a, *e), "{}: loss {a} vs {e}", engine.name());
+        }
+        for (a, e) in actual.grad_cosines.iter().zip(&expected.grad_cosines) {
+            assert!(grad_tol.close(*a, *e), "{}: grad {a} vs {e}", engine.name());
+        }
+    }
 }
 
 #[test]
