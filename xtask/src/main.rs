@@ -95,6 +95,36 @@ fn stages(quick: bool) -> Vec<Stage> {
                 means a snapshot is missing or changed, see the golden snapshots stage",
         },
         Stage {
+            name: "ndarray half feature",
+            action: Action::Cargo {
+                args: &[
+                    "test",
+                    "-p",
+                    "svsoftmax-ndarray",
+                    "--features",
+                    "half",
+                    "--test",
+                    "half",
+                ],
+                env: check_snapshots(),
+            },
+            hint: "the f16 / bf16 path of the ndarray engine fails its tests above",
+        },
+        Stage {
+            name: "ndarray without rayon",
+            action: Action::Cargo {
+                args: &[
+                    "check",
+                    "-p",
+                    "svsoftmax-ndarray",
+                    "--no-default-features",
+                    "--lib",
+                ],
+                env: vec![],
+            },
+            hint: "the ndarray engine must build without its default `rayon` feature",
+        },
+        Stage {
             name: "golden snapshots",
             action: Action::Cargo {
                 args: &[

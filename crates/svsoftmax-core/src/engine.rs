@@ -95,8 +95,9 @@ pub struct RowDiagnostics {
     pub target_prob: f64,
 }
 
-/// The result of a forward pass.
-#[derive(Debug, Clone, PartialEq)]
+/// The result of a forward pass. `Forward::default()` is an empty result for an engine to
+/// fill and reuse.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Forward {
     /// The reduced loss; for [`Reduction::None`], the sum of the row losses.
     pub loss: f64,

@@ -119,5 +119,39 @@ fn configure(
     }
 }
 
-criterion_group!(benches, bench);
+/// Forward + backward at sizes around the parallel threshold. Run once as is and once with
+/// `RAYON_NUM_THREADS=1`: where the two cross is where splitting starts to pay.
+fn threshold(c: &mut Criterion) {
+    let config = SvSoftmax::sv_am(64.0, 0.35, 1.2).expect("valid configuration");
+    let mut group = c.benchmark_group("threshold");
+    for n_elements in [1usize << 14, 1 << 16, 1 << 17, 1 << 18, 1 << 20] {
+        let (n_rows, n_classes) = (64, n_elements / 64);
+        let (cosines, target_list) = inputs(n_rows, n_classes);
+        let targets = Targets::new(&target_list);
+        let mut grad = Array2::<f32>::zeros((n_rows, n_classes));
+        let mut out = Forward {
+            loss: 0.0,
+            row_losses: Vec::new(),
+            diagnostics: Vec::new(),
+        };
+        group.throughput(Throughput::Elements(n_elements as u64));
+        group.bench_function(BenchmarkId::new("fwd_bwd", n_elements), |b| {
+            b.iter(|| {
+                svsoftmax_ndarray::forward_backward_into(
+                    &config,
+                    cosines.view(),
+                    &targets,
+                    Upstream::default(),
+                    grad.view_mut(),
+                    &mut out,
+                )
+                .expect("valid inputs");
+                black_box(out.loss)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, threshold);
 criterion_main!(benches);

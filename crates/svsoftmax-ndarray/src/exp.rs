@@ -21,8 +21,9 @@ pub trait FastExp: Copy {
     /// `mul_add` is a library call).
     fn fast_exp<const FMA: bool>(self) -> Self;
 
-    /// The argument below which [`FastExp::fast_exp`] returns 0.
-    const MIN_ARGUMENT: f64;
+    /// `exp(MIN_ARGUMENT + 23)`, where [`FastExp::fast_exp`] returns 0 below `MIN_ARGUMENT`:
+    /// a sum of exponentials above this lost only terms below `e^-23` of its largest.
+    const SMALLEST_SAFE_SUM: Self;
 }
 
 /// `a · b + c`, fused when `FMA`.
@@ -36,7 +37,7 @@ fn mul_add<F: num_traits::Float, const FMA: bool>(a: F, b: F, c: F) -> F {
 }
 
 impl FastExp for f32 {
-    const MIN_ARGUMENT: f64 = -87.0;
+    const SMALLEST_SAFE_SUM: f32 = 1.603_810_9e-28; // e^(-87 + 23)
 
     #[inline(always)]
     fn fast_exp<const FMA: bool>(self) -> f32 {
@@ -78,7 +79,7 @@ impl FastExp for f32 {
 }
 
 impl FastExp for f64 {
-    const MIN_ARGUMENT: f64 = -708.0;
+    const SMALLEST_SAFE_SUM: f64 = 3.223_145_390_850_647e-298; // e^(-708 + 23)
 
     #[inline(always)]
     fn fast_exp<const FMA: bool>(self) -> f64 {

@@ -15,7 +15,7 @@
 //!
 //! Pass 1 runs once over memory; pass 2 finds the row (400 KB for 100 000 f32 columns) in
 //! L2. The reference point `B` costs nothing in accuracy as long as the row's largest term
-//! is not too far below it: if `Σe < exp(MIN_ARGUMENT + 23)`, terms below `e^-23` of the
+//! is not too far below it: if `Σe < FastExp::SMALLEST_SAFE_SUM`, terms below `e^-23` of the
 //! largest could have underflowed, and the row is redone on the exact path. So is a row
 //! with a cosine past ±1 (possible for the margins that do not clamp).
 //!
@@ -136,8 +136,7 @@ fn bounded_row<E: Element, const FMA: bool>(
     let others = sides[0].sum + sides[1].sum;
     let target_exp = (target_logit.logit - bound).exp();
     let sum = others + target_exp;
-    let smallest = E::Real::from_f64((E::Real::MIN_ARGUMENT + 23.0).exp());
-    if !in_range || sum < smallest {
+    if !in_range || sum < E::Real::SMALLEST_SAFE_SUM {
         return None;
     }
 
