@@ -140,11 +140,11 @@ fn bounded_row<E: Element, const FMA: bool>(
         return None;
     }
 
-    // L = log(Σe) - log(e_y) = log(1 + others / e_y): no cancellation for a well-classified
-    // row; an e_y too small for the ratio takes the plain difference of logarithms.
-    let ratio = others / target_exp;
-    let loss = if is_finite(ratio) {
-        ratio.ln_1p()
+    // A well-classified row (others < e_y) takes L = log(1 + others / e_y), free of the
+    // cancellation in log Σe - log e_y; any other has L >= log 2 and takes the difference,
+    // which does not need e_y itself, a subnormal float when the target lies ~87 below B.
+    let loss = if others < target_exp {
+        (others / target_exp).ln_1p()
     } else {
         (bound - target_logit.logit) + sum.ln()
     };
