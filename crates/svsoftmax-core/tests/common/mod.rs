@@ -110,3 +110,12 @@ pub fn cases(default: u32) -> u32 {
         .and_then(|n| n.parse().ok())
         .unwrap_or(default)
 }
+
+/// The seed of the random tests: `default`, or `SVSOFTMAX_SEED` when set, to explore beyond
+/// the fixed seed that CI runs.
+pub fn seed(default: u64) -> u64 {
+    std::env::var("SVSOFTMAX_SEED")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
