@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
+mod eval;
+
 #[derive(Parser)]
 #[command(about = "Verification tasks of the svsoftmax workspace")]
 struct Cli {
@@ -24,6 +26,18 @@ enum Task {
         /// Stop at the first failing stage instead of running them all.
         #[arg(long)]
         fail_fast: bool,
+    },
+    /// Evaluate a JSON list of cases on one engine and write the results as JSON.
+    Eval {
+        /// reference, ndarray-f32, ndarray-f64, dfdx-cpu-f32, dfdx-cpu-f64 or dfdx-cuda-f32.
+        #[arg(long)]
+        engine: String,
+        /// The cases file.
+        #[arg(long)]
+        cases: PathBuf,
+        /// Where to write the results; standard output without it.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -155,7 +169,43 @@ struct Outcome {
 }
 
 fn main() -> ExitCode {
-    let Task::Verify { quick, fail_fast } = Cli::parse().task;
+    match Cli::parse().task {
+        Task::Verify { quick, fail_fast } => verify(quick, fail_fast),
+        Task::Eval { engine, cases, out } => match run_eval(&engine, &cases, out.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn run_eval(engine: &str, cases: &Path, out: Option<&Path>) -> Result<(), String> {
+    let engine = eval::engine(engine)?;
+    let text = std::fs::read_to_string(cases)
+        .map_err(|error| format!("cannot read {}: {error}", cases.display()))?;
+    let cases: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|error| format!("{} is not JSON: {error}", cases.display()))?;
+    let results = eval::evaluate_all(engine.as_ref(), &cases)?;
+    let text = serde_json::to_string_pretty(&results).expect("JSON values serialize");
+    match out {
+        Some(path) => std::fs::write(path, text + "\n")
+            .map_err(|error| format!("cannot write {}: {error}", path.display())),
+        None => {
+            use std::io::Write;
+            // A closed pipe (`| head`) is the reader's choice, not an error of ours.
+            match writeln!(std::io::stdout().lock(), "{text}") {
+                Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(format!("cannot write the results: {error}"))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+fn verify(quick: bool, fail_fast: bool) -> ExitCode {
     let root = workspace_root();
     let mut outcomes = Vec::new();
     for stage in stages(quick) {
