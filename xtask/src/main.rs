@@ -128,23 +128,26 @@ fn stages(quick: bool) -> Vec<Stage> {
             name: "ndarray without rayon",
             action: Action::Cargo {
                 args: &[
-                    "check",
+                    "clippy",
                     "-p",
                     "svsoftmax-ndarray",
                     "--no-default-features",
                     "--lib",
+                    "--",
+                    "-D",
+                    "warnings",
                 ],
                 env: vec![],
             },
-            hint: "the ndarray engine must build without its default `rayon` feature",
+            hint: "the ndarray engine must build, free of warnings, without its `rayon` feature",
         },
         Stage {
             name: "golden snapshots",
             action: Action::Cargo {
+                // `--workspace` reuses the build of the tests stage.
                 args: &[
                     "test",
-                    "-p",
-                    "svsoftmax-core",
+                    "--workspace",
                     "--test",
                     "notebook",
                     "--test",

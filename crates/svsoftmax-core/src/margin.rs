@@ -146,6 +146,18 @@ impl Margin {
     /// and the slope's clamp at small angles could cross π. Margins used in practice are
     /// below 0.6. The multipliers are limited to what SphereFace-style margins use, which
     /// keeps the slope, up to `m²` or `m1 / sin 2⁻¹²`, and the cost of `ψ`, `O(m)`, bounded.
+    /// The margin's real parameters, named as in error messages.
+    pub(crate) fn parameters(&self) -> Vec<(&'static str, f64)> {
+        match *self {
+            Self::None => vec![],
+            Self::Additive { m } | Self::Angular { m, .. } => vec![("margin m", m)],
+            Self::Multiplicative { lambda, .. } => vec![("margin lambda", lambda)],
+            Self::Combined { m1, m2, m3, .. } => {
+                vec![("margin m1", m1), ("margin m2", m2), ("margin m3", m3)]
+            }
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let angle = |name, value: f64| {
             check(

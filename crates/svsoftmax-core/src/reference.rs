@@ -122,12 +122,23 @@ impl RowBreakdown {
         self.mask.iter().filter(|&&masked| masked).count()
     }
 
-    /// `weight · dL/d cos θ_k = weight · (p_k - [k = y]) · d z_k / d cos θ_k`.
+    /// `weight · dL/d cos θ_k = weight · (p_k - [k = y]) · d z_k / d cos θ_k`, with
+    /// `p_y - 1` formed as `-Σ_{k≠y} p_k`, which keeps its digits when `p_y` is near 1.
     pub fn gradient(&self, weight: f64) -> Vec<f64> {
-        let one_hot = |k: usize| if k == self.target { 1.0 } else { 0.0 };
         let probabilities = self.probabilities();
+        let others: f64 = (0..probabilities.len())
+            .filter(|&k| k != self.target)
+            .map(|k| probabilities[k])
+            .sum();
         (0..self.logits.len())
-            .map(|k| weight * (probabilities[k] - one_hot(k)) * self.slopes[k])
+            .map(|k| {
+                let residual = if k == self.target {
+                    -others
+                } else {
+                    probabilities[k]
+                };
+                weight * residual * self.slopes[k]
+            })
             .collect()
     }
 

@@ -369,7 +369,7 @@ impl<F: Real> Pieces<F> {
     ///
     /// # Errors
     /// [`Error::Hyperparameter`] when a value that is finite in f64 is not in `F`: the
-    /// scale, `s t` (the steepest slope of a support vector) or `s (t - 1)`.
+    /// scale, `s t` (the steepest slope of a support vector) or a margin parameter.
     pub fn new(config: &SvSoftmax) -> Result<Self> {
         let (scale, t) = (config.scale(), config.t());
         for (name, value) in [("scale", scale), ("scale * t", scale * t)] {
@@ -382,6 +382,15 @@ impl<F: Real> Pieces<F> {
             }
         }
         let margin = config.margin();
+        for (name, value) in margin.parameters() {
+            if !F::from_f64(value).is_finite() {
+                return Err(Error::Hyperparameter {
+                    name,
+                    expected: "a value that is finite in the engine's float type",
+                    got: value,
+                });
+            }
+        }
         let (cosine_limit, cosine_floor) = if margin.takes_arccos() {
             (F::one() + F::from_f64(COSINE_TOLERANCE), -F::one())
         } else {

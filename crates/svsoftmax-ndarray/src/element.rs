@@ -17,6 +17,11 @@ pub trait Element: Copy + Send + Sync + 'static {
     /// The type's name in engine names and reports.
     const NAME: &'static str;
 
+    /// Whether the type spans the compute type's exponent range, so that the kernel may
+    /// keep unnormalized exponentials as small as `e^-87` in it (not f16, whose smallest
+    /// positive value is 6e-8).
+    const WIDE_RANGE: bool = true;
+
     /// Widens to the compute type.
     fn load(self) -> Self::Real;
 
@@ -57,6 +62,7 @@ impl Element for f64 {
 #[cfg(feature = "half")]
 impl Element for half::f16 {
     const NAME: &'static str = "f16";
+    const WIDE_RANGE: bool = false;
     type Real = f32;
 
     #[inline(always)]

@@ -50,12 +50,13 @@ pub(crate) struct RowStats<F> {
     pub target_score: F,
     pub target_prob: F,
     pub support_vectors: usize,
-    /// The largest `|dz_k / dc_k|` of the row, which bounds the gradient's entries.
-    pub max_slope: F,
+    /// The largest magnitude written into the gradient (0 without a backward pass): not
+    /// finite if the gradient overflowed.
+    pub max_grad: F,
 }
 
 /// The instruction set the kernel runs with on this machine, best first; the same list
-/// as the `multiversion` targets of [`row`].
+/// as the `multiversion` targets of the kernel.
 pub fn instruction_set() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
@@ -131,8 +132,14 @@ fn bounded_row<E: Element, const FMA: bool>(
             (sides, None)
         }
     };
-    let in_range = sides.iter().all(|side| side.accepted)
-        && (pieces.clamps_cosines() || sides.iter().all(|side| side.max_abs <= E::Real::one()));
+    // The bound holds for cosines in [-1, 1], the target's included; only the margins that
+    // do not clamp can see others. A narrow element type (f16) cannot hold the unscaled
+    // terms, which lie far below 1.
+    let unit = |value: E::Real| value.abs() <= E::Real::one();
+    let in_range = E::WIDE_RANGE
+        && sides.iter().all(|side| side.accepted)
+        && (pieces.clamps_cosines()
+            || (unit(cosines[target].load()) && sides.iter().all(|side| unit(side.max_abs))));
     let others = sides[0].sum + sides[1].sum;
     let target_exp = (target_logit.logit - bound).exp();
     let sum = others + target_exp;
@@ -148,24 +155,28 @@ fn bounded_row<E: Element, const FMA: bool>(
     } else {
         (bound - target_logit.logit) + sum.ln()
     };
+    let mut max_grad = E::Real::zero();
     if let (Some((grad, _)), Some(weight)) = (backward.as_mut(), weight) {
-        let factor = weight / sum;
         let (grad_left, grad_rest) = grad.split_at_mut(target);
         let (grad_target, grad_right) = grad_rest.split_first_mut().expect("target in row");
-        scale_in_place(factor, grad_left);
-        scale_in_place(factor, grad_right);
+        let inverse_sum = sum.recip();
+        max_grad = scale_in_place(inverse_sum, weight, grad_left).max(scale_in_place(
+            inverse_sum,
+            weight,
+            grad_right,
+        ));
         // p_y - 1 = -others / sum, without the cancellation of forming p_y first.
-        *grad_target = E::store(-(others / sum) * weight * target_logit.slope);
+        let target_grad = -(others / sum) * weight * target_logit.slope;
+        *grad_target = E::store(target_grad);
+        max_grad = max_grad.max(target_grad.abs());
     }
     Some(RowStats {
         loss,
         target_score: score,
-        target_prob: target_exp / sum,
+        // p_y = exp(-L) holds whatever the size of e_y, which may have underflowed.
+        target_prob: (-loss).exp(),
         support_vectors: sides[0].support_vectors + sides[1].support_vectors,
-        max_slope: target_logit
-            .slope
-            .abs()
-            .max(pieces.steepest_negative_slope()),
+        max_grad,
     })
 }
 
@@ -290,20 +301,47 @@ fn bounded_term<E: Element, const FMA: bool>(
     }
 }
 
-/// Pass 2 of the bounded path: `grad_k *= factor`. An entry whose product would fall below
-/// the smallest normal float is zeroed before the multiply (see `rescale`).
+/// Pass 2 of the bounded path: `grad_k = grad_k / Σe · weight`, returning the largest
+/// magnitude written.
+///
+/// Dividing first keeps the intermediate at most the slope (`e_k <= Σe`), so a large
+/// `weight` overflows only if the gradient itself does. An entry whose result would be
+/// subnormal is zeroed before the multiplies (see `rescale`).
 #[inline(always)]
-fn scale_in_place<E: Element>(factor: E::Real, grad: &mut [E]) {
-    let smallest = E::Real::min_positive_value() / factor.abs();
-    for slot in grad.iter_mut() {
-        let value = slot.load();
-        let value = if value.abs() > smallest {
-            value
-        } else {
-            E::Real::zero()
-        };
-        *slot = E::store(value * factor);
+fn scale_in_place<E: Element>(inverse_sum: E::Real, weight: E::Real, grad: &mut [E]) -> E::Real {
+    let one = E::Real::one();
+    let shrink = if weight.abs() < one {
+        weight.abs()
+    } else {
+        one
+    };
+    let smallest = E::Real::min_positive_value() / (inverse_sum * shrink);
+    let mut largest = [E::Real::zero(); LANES];
+    let mut chunks = grad.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for lane in 0..LANES {
+            let scaled = scale_one(chunk[lane].load(), smallest, inverse_sum, weight);
+            chunk[lane] = E::store(scaled);
+            largest[lane] = larger(largest[lane], scaled.abs());
+        }
     }
+    for slot in chunks.into_remainder() {
+        let scaled = scale_one(slot.load(), smallest, inverse_sum, weight);
+        *slot = E::store(scaled);
+        largest[0] = larger(largest[0], scaled.abs());
+    }
+    // `larger` would drop a NaN, which the operands here cannot produce; an infinity stays.
+    largest.iter().copied().fold(E::Real::zero(), larger)
+}
+
+#[inline(always)]
+fn scale_one<F: Real>(value: F, smallest: F, inverse_sum: F, weight: F) -> F {
+    let value = if value.abs() > smallest {
+        value
+    } else {
+        F::zero()
+    };
+    value * inverse_sum * weight
 }
 
 #[inline(always)]
@@ -325,10 +363,11 @@ fn row_with<E: Element, const FMA: bool>(
     }
     let block = block_len(cosines.len());
 
-    // Passes 1 and 2, block by block, starting from the target's own term e^0 = 1.
+    // Passes 1 and 2, block by block: the negatives' sum, from the target's logit as the
+    // first maximum.
     let mut total = RowSum {
         max: target_logit.logit,
-        sum: E::Real::one(),
+        sum: E::Real::zero(),
         support_vectors: 0,
     };
     let mut block_max = [E::Real::zero(); MAX_BLOCKS];
@@ -354,44 +393,40 @@ fn row_with<E: Element, const FMA: bool>(
     }
     let RowSum {
         max,
-        sum,
+        sum: others,
         support_vectors,
     } = total;
     let target_exp = (target_logit.logit - max).exp();
-    let others = (sum - target_exp).max(E::Real::zero());
+    let sum = others + target_exp;
     let log_sum_exp = max + sum.ln();
-    // When the target holds the maximum, e_y = 1 and L = log(1 + others) exactly, which
-    // ln_1p keeps accurate for a well-classified row.
-    let loss = if target_logit.logit >= max {
-        others.ln_1p()
+    // As on the bounded path: log(1 + others / e_y) for a well-classified row, the
+    // difference of logarithms otherwise.
+    let loss = if others < target_exp {
+        (others / target_exp).ln_1p()
     } else {
         log_sum_exp - target_logit.logit
     };
 
+    let mut max_grad = E::Real::zero();
     if let Some((grad, weight)) = backward {
         for ((start, end), &block_max) in blocks(cosines.len(), target, block).zip(&block_max) {
             let factor = weight * (block_max - log_sum_exp).exp();
-            rescale(
-                pieces,
-                score,
-                factor,
-                &cosines[start..end],
-                &mut grad[start..end],
-            );
+            let values = &cosines[start..end];
+            let written = rescale(pieces, score, factor, values, &mut grad[start..end]);
+            max_grad = max_grad.max(written);
         }
         // p_y - 1 = -others / sum, without the cancellation of forming p_y first.
-        grad[target] = E::store(-(others / sum) * weight * target_logit.slope);
+        let target_grad = -(others / sum) * weight * target_logit.slope;
+        grad[target] = E::store(target_grad);
+        max_grad = max_grad.max(target_grad.abs());
     }
 
     Some(RowStats {
         loss,
         target_score: score,
-        target_prob: target_exp / sum,
+        target_prob: (-loss).exp(),
         support_vectors,
-        max_slope: target_logit
-            .slope
-            .abs()
-            .max(pieces.steepest_negative_slope()),
+        max_grad,
     })
 }
 
@@ -579,15 +614,19 @@ fn rescale<E: Element>(
     factor: E::Real,
     cosines: &[E],
     grad: &mut [E],
-) {
+) -> E::Real {
     let steepest = factor.abs() * pieces.steepest_negative_slope();
     let smallest = E::Real::min_positive_value() / steepest;
+    let mut largest = E::Real::zero();
     for (slot, &value) in grad.iter_mut().zip(cosines) {
         let slope = pieces
             .negative_logit(score, pieces.clamp_cosine(value.load()))
             .slope;
         let exp = slot.load();
         let exp = if exp > smallest { exp } else { E::Real::zero() };
-        *slot = E::store(exp * (factor * slope));
+        let scaled = exp * (factor * slope);
+        *slot = E::store(scaled);
+        largest = larger(largest, scaled.abs());
     }
+    largest
 }

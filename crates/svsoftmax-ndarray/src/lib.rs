@@ -1,11 +1,14 @@
 //! A fused, vectorized CPU engine for the SV-X-Softmax loss family on ndarray.
 //!
-//! One pass per row reads the target score, a second forms the exponentials of the
-//! adjusted logits with the support-vector mask and the indicator applied on the fly, and
-//! a third turns them into the gradient, in place, in a buffer the caller owns: a training
-//! loop allocates nothing per step. The instruction set (AVX-512, AVX2 or the baseline) is
-//! chosen at run time, and rows are split across threads with rayon above a measured size.
-//! The scalar pieces of the loss come from [`svsoftmax_core::scalar`].
+//! Per row, the target's score comes first; one pass then forms the exponentials of the
+//! adjusted logits with the support-vector mask and the indicator applied on the fly,
+//! relative to a proven upper bound of the logits, and writes them into the gradient buffer
+//! the caller owns; a second pass over the row, still in cache, normalizes them into the
+//! gradient. Rows the bound does not suit take an exact blocked path (see the `kernel`
+//! module). With a reused [`Forward`], a training loop allocates nothing after its first
+//! step. The instruction set (AVX-512, AVX2 or the baseline) is chosen at run time, and
+//! rows are split across threads with rayon above a measured size. The scalar pieces of
+//! the loss come from [`svsoftmax_core::scalar`].
 //!
 //! ```
 //! use ndarray::array;
@@ -233,22 +236,31 @@ fn run<E: Element>(
     };
     process(&shared, block);
 
-    if let Some(row) = out.row_losses.iter().position(|loss| !loss.is_finite()) {
-        let overflow = |quantity| Error::Overflow {
-            row: Some(row),
-            quantity,
-            value: f64::INFINITY,
-            dtype: <E::Real as Real>::NAME,
-        };
-        return Err(match out.row_losses[row] {
-            LOSS_OVERFLOW => overflow("row loss"),
-            GRADIENT_OVERFLOW => overflow("gradient"),
-            _ => {
-                let target = targets.get(row).expect("only active rows are rejected");
-                let row_cosines = &cosines[row * n_classes..][..n_classes];
-                diagnose(&shared.pieces, row, row_cosines, target).unwrap_or(overflow("logit"))
-            }
-        });
+    // The reference's order: a bad input anywhere first, then an overflowing loss, then an
+    // overflowing gradient, each at its first row.
+    let first = |sentinel: f64| {
+        out.row_losses
+            .iter()
+            .position(|&loss| loss == sentinel || (sentinel.is_nan() && loss.is_nan()))
+    };
+    let overflow = |row, quantity| Error::Overflow {
+        row: Some(row),
+        quantity,
+        value: f64::INFINITY,
+        dtype: <E::Real as Real>::NAME,
+    };
+    if let Some(row) = first(REJECTED) {
+        let target = targets.get(row).expect("only active rows are rejected");
+        let row_cosines = &cosines[row * n_classes..][..n_classes];
+        return Err(
+            diagnose(&shared.pieces, row, row_cosines, target).unwrap_or(overflow(row, "logit"))
+        );
+    }
+    if let Some(row) = first(LOSS_OVERFLOW) {
+        return Err(overflow(row, "row loss"));
+    }
+    if let Some(row) = first(GRADIENT_OVERFLOW) {
+        return Err(overflow(row, "gradient"));
     }
     out.loss = config.reduction().reduce(&out.row_losses, shared.n_active);
     if !out.loss.is_finite() {
@@ -263,9 +275,9 @@ fn run<E: Element>(
 }
 
 fn process<E: Element>(shared: &Shared<'_, E::Real>, block: Block<'_, E>) {
-    let n_rows = block.targets.len();
     #[cfg(feature = "rayon")]
-    if n_rows >= 2 && n_rows * shared.n_classes >= 2 * PARALLEL_THRESHOLD {
+    if block.targets.len() >= 2 && block.cosines.len() >= 2 * PARALLEL_THRESHOLD {
+        let n_rows = block.targets.len();
         let (left, right) = split(block, n_rows / 2, shared.n_classes);
         rayon::join(|| process(shared, left), || process(shared, right));
         return;
@@ -304,15 +316,10 @@ fn process<E: Element>(shared: &Shared<'_, E::Real>, block: Block<'_, E>) {
                 upstream.row_weight(shared.config.reduction(), shared.n_active, first_row + i);
             (row_grad, E::Real::from_f64(weight))
         });
-        let weight = backward.as_ref().map(|(_, weight)| *weight);
         *loss = match kernel::row(&shared.pieces, row_cosines, target, backward) {
             None => REJECTED,
             Some(stats) if !stats.loss.is_finite() => LOSS_OVERFLOW,
-            // |g_k| <= |weight| · |slope_k|, since e_k <= 1 <= Σe: if that bound is finite
-            // every entry is, and no pass over the gradient is needed to know it.
-            Some(stats) if weight.is_some_and(|w| !(w.abs() * stats.max_slope).is_finite()) => {
-                GRADIENT_OVERFLOW
-            }
+            Some(stats) if !stats.max_grad.is_finite() => GRADIENT_OVERFLOW,
             Some(stats) => {
                 *diagnostic = Some(RowDiagnostics {
                     target_score: stats.target_score.to_f64(),

@@ -687,3 +687,171 @@ fn ignored_rows_are_not_read_and_get_zero_gradient() {
     assert_eq!(forward.row_losses[1], 0.0);
     assert!(forward.loss.is_finite());
 }
+
+/// One row of f64 data through an engine and the reference, compared at `tolerances`.
+fn check_row(
+    engine: &dyn Engine,
+    config: &SvSoftmax,
+    row: &[f64],
+    target: usize,
+    tolerances: (Tolerance, Tolerance),
+) {
+    let case = Case {
+        config: *config,
+        n_classes: row.len(),
+        cosines: row.to_vec(),
+        targets: vec![Some(target)],
+        upstream: vec![1.0],
+    };
+    let mut runner = TestRunner::default();
+    runner
+        .run(&Just(case), |case| compare(engine, &case, tolerances))
+        .unwrap();
+}
+
+#[test]
+fn targets_whose_term_is_subnormal_below_the_bound() {
+    // With s = 64 the bound is s (2t - 1) = 89.6 and a target scored below ~0 puts
+    // exp(z_y - B) among f32's subnormals: the loss must not be read from it. (Found by a
+    // reviewer: the first version was off by ln 2 here.)
+    let f32_engine = NdarrayEngine::<f32>::new();
+    let am64 = SvSoftmax::sv_am(64.0, 0.35, 1.2).unwrap();
+    for row in [
+        &[0.13, 0.5][..],
+        &[0.12578966, 0.17117165, -0.66638273, -0.047189973],
+    ] {
+        check_row(&f32_engine, &am64, row, 0, f32_tolerance(&am64));
+    }
+    let am400 = SvSoftmax::sv_am(400.0, 0.35, 1.2).unwrap();
+    check_row(
+        &NdarrayEngine::<f64>::new(),
+        &am400,
+        &[-0.112, 0.9, -0.3, 0.1],
+        0,
+        f64_tolerance(&am400),
+    );
+}
+
+#[test]
+fn a_target_past_one_takes_the_exact_path() {
+    // Margin none accepts any finite value; a target of 3 lies above the bound for [-1, 1].
+    let config = SvSoftmax::builder().scale(64.0).t(1.0).build().unwrap();
+    let wider = |(loss, grad): (Tolerance, Tolerance)| {
+        let widen = |tolerance: Tolerance| Tolerance {
+            abs: tolerance.abs * 3.0,
+            rel: tolerance.rel * 3.0,
+        };
+        (widen(loss), widen(grad))
+    };
+    check_row(
+        &NdarrayEngine::<f32>::new(),
+        &config,
+        &[3.0, 0.0, 0.1],
+        0,
+        wider(f32_tolerance(&config)),
+    );
+    check_row(
+        &NdarrayEngine::<f64>::new(),
+        &config,
+        &[20.0, 0.0, 0.1],
+        0,
+        f64_tolerance(&config),
+    );
+}
+
+#[test]
+fn large_upstream_gradients_overflow_only_when_the_gradient_does() {
+    // s = 32, sum, [-1, -1]: the gradient is ±16 times the upstream, so 1e12 gives 1.6e13,
+    // finite in f32; 1e37 gives 1.6e38 and 1e38 overflows f32.
+    let config = SvSoftmax::builder()
+        .scale(32.0)
+        .t(1.0)
+        .reduction(Reduction::Sum)
+        .build()
+        .unwrap();
+    let cosines = ndarray::array![[-1.0f32, -1.0]];
+    let targets = Targets::new(&[0]);
+    for upstream in [1e12, 1e37] {
+        let (_, grad) = svsoftmax_ndarray::forward_backward(
+            &config,
+            cosines.view(),
+            &targets,
+            Upstream::Scalar(upstream),
+        )
+        .unwrap();
+        let expected = 16.0 * upstream;
+        assert!(
+            (f64::from(grad[[0, 1]]) - expected).abs() <= 1e-5 * expected,
+            "{upstream}: {grad}"
+        );
+    }
+    let error = svsoftmax_ndarray::forward_backward(
+        &config,
+        cosines.view(),
+        &targets,
+        Upstream::Scalar(1e38),
+    )
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("overflow at row 0: expected a finite gradient in f32"),
+        "{error}"
+    );
+
+    // The reference succeeds here, and so must the engine: p_k is tiny, the product finite.
+    let sharp = SvSoftmax::builder()
+        .scale(64.0)
+        .t(1.0)
+        .reduction(Reduction::Sum)
+        .build()
+        .unwrap();
+    let data = [1.0, -1.0, -1.0];
+    let matrix = CosineMatrix::new(&data, 1, 3).unwrap();
+    let expected = reference::backward(&sharp, matrix, &targets, Upstream::Scalar(1e307)).unwrap();
+    let actual = NdarrayEngine::<f64>::new()
+        .forward_backward(&sharp, matrix, &targets, Upstream::Scalar(1e307))
+        .unwrap();
+    for (a, e) in actual.grad_cosines.iter().zip(&expected) {
+        assert!((a - e).abs() <= 1e-12 * e.abs(), "{a} vs {e}");
+    }
+}
+
+#[test]
+fn input_errors_come_before_overflow_errors() {
+    // Row 0 overflows its gradient, row 1 holds a NaN: the reference names the NaN.
+    let config = SvSoftmax::builder()
+        .scale(64.0)
+        .reduction(Reduction::None)
+        .build()
+        .unwrap();
+    let data = [0.0, 0.5, f64::NAN, 0.1];
+    let matrix = CosineMatrix::new(&data, 2, 2).unwrap();
+    let targets = Targets::new(&[0, 0]);
+    let upstream = [1e307, 1.0];
+    let expected =
+        reference::backward(&config, matrix, &targets, Upstream::Rows(&upstream)).unwrap_err();
+    let actual = NdarrayEngine::<f64>::new()
+        .forward_backward(&config, matrix, &targets, Upstream::Rows(&upstream))
+        .unwrap_err();
+    // NaN != NaN, so the errors compare by their messages.
+    assert_eq!(actual.to_string(), expected.to_string());
+}
+
+#[test]
+fn margin_parameters_must_fit_the_float_type() {
+    let config = SvSoftmax::builder()
+        .margin(Margin::Multiplicative {
+            m: 4,
+            lambda: 1e300,
+        })
+        .build()
+        .unwrap();
+    let cosines = ndarray::array![[0.5f32, 0.1]];
+    let error =
+        svsoftmax_ndarray::forward(&config, cosines.view(), &Targets::new(&[0])).unwrap_err();
+    assert!(
+        error.to_string().starts_with("invalid margin lambda"),
+        "{error}"
+    );
+}

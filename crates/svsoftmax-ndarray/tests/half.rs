@@ -58,3 +58,25 @@ fn f16_at_s64_t15() {
 fn bf16_at_s64_t15() {
     check::<bf16>(2.0f64.powi(-7));
 }
+
+#[test]
+fn f16_keeps_the_gradients_of_easy_negatives() {
+    // s = 64, t = 1, a row of zeros: every non-target probability is 1/8 and its gradient
+    // s / 8 = 8. A kernel that parked exp(z - bound) in the f16 buffer lost them to zero.
+    let config = SvSoftmax::builder().scale(64.0).t(1.0).build().unwrap();
+    let cosines = Array2::from_elem((1, 8), f16::from_f32(0.0));
+    let (_, grad) = svsoftmax_ndarray::forward_backward(
+        &config,
+        cosines.view(),
+        &Targets::new(&[3]),
+        Upstream::default(),
+    )
+    .unwrap();
+    for (k, value) in grad.iter().enumerate() {
+        let expected = if k == 3 { -56.0 } else { 8.0 };
+        assert!(
+            (f64::from(value.to_f32()) - expected).abs() <= 1e-2,
+            "column {k}: {value}"
+        );
+    }
+}
