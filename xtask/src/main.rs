@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
+mod differential;
 mod eval;
 
 #[derive(Parser)]
@@ -27,6 +28,15 @@ enum Task {
         #[arg(long)]
         fail_fast: bool,
     },
+    /// Run the cross-engine differential check and print its table.
+    Differential {
+        /// The seed of the random cases.
+        #[arg(long, default_value_t = DIFFERENTIAL_SEED)]
+        seed: u64,
+        /// Cases per variant.
+        #[arg(long, default_value_t = DIFFERENTIAL_CASES)]
+        cases: usize,
+    },
     /// Evaluate a JSON list of cases on one engine and write the results as JSON.
     Eval {
         /// reference, ndarray-f32, ndarray-f64, dfdx-cpu-f32, dfdx-cpu-f64 or dfdx-cuda-f32.
@@ -41,8 +51,15 @@ enum Task {
     },
 }
 
+/// The differential check's defaults: what `verify` runs, and `--quick` a tenth of it.
+const DIFFERENTIAL_SEED: u64 = 0x5f5f_d1ff;
+const DIFFERENTIAL_CASES: usize = 60;
+
 /// What a stage runs: a cargo command, or a check in this process.
 enum Action {
+    Differential {
+        cases: usize,
+    },
     Cargo {
         args: &'static [&'static str],
         env: Vec<(&'static str, String)>,
@@ -142,6 +159,18 @@ fn stages(quick: bool) -> Vec<Stage> {
             hint: "the ndarray engine must build, free of warnings, without its `rayon` feature",
         },
         Stage {
+            name: "differential report",
+            action: Action::Differential {
+                cases: if quick {
+                    DIFFERENTIAL_CASES / 10
+                } else {
+                    DIFFERENTIAL_CASES
+                },
+            },
+            hint: "an engine disagrees with the reference: the table and the command above \
+                reproduce it",
+        },
+        Stage {
             name: "golden snapshots",
             action: Action::Cargo {
                 // `--workspace` reuses the build of the tests stage.
@@ -174,6 +203,14 @@ struct Outcome {
 fn main() -> ExitCode {
     match Cli::parse().task {
         Task::Verify { quick, fail_fast } => verify(quick, fail_fast),
+        Task::Differential { seed, cases } => {
+            let lines = differential::run(seed, cases);
+            if differential::report(&lines, seed, cases) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Task::Eval { engine, cases, out } => match run_eval(&engine, &cases, out.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -282,6 +319,10 @@ fn run(action: &Action, root: &Path) -> bool {
                     false
                 }
             }
+        }
+        Action::Differential { cases } => {
+            let lines = differential::run(DIFFERENTIAL_SEED, *cases);
+            differential::report(&lines, DIFFERENTIAL_SEED, *cases)
         }
         Action::NoPendingSnapshots => {
             let pending: Vec<PathBuf> = ["golden", "crates"]
