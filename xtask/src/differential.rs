@@ -34,7 +34,7 @@ pub struct Line {
     pub failures: Vec<String>,
 }
 
-fn variants() -> Vec<(String, Margin, Indicator)> {
+pub(crate) fn variants() -> Vec<(String, Margin, Indicator)> {
     let mut margins = vec![
         ("none".to_owned(), Margin::None),
         ("additive".to_owned(), Margin::additive(0.35)),
@@ -76,15 +76,15 @@ fn engines() -> Vec<(Box<dyn Engine>, f64)> {
 }
 
 #[derive(Debug, Clone)]
-struct Case {
-    config: SvSoftmax,
-    n_classes: usize,
-    cosines: Vec<f64>,
-    targets: Vec<Option<usize>>,
-    upstream: Vec<f64>,
+pub(crate) struct Case {
+    pub config: SvSoftmax,
+    pub n_classes: usize,
+    pub cosines: Vec<f64>,
+    pub targets: Vec<Option<usize>>,
+    pub upstream: Vec<f64>,
 }
 
-fn strategy(margin: Margin, indicator: Indicator) -> impl Strategy<Value = Case> {
+pub(crate) fn strategy(margin: Margin, indicator: Indicator) -> impl Strategy<Value = Case> {
     let reductions = vec![Reduction::Mean, Reduction::Sum, Reduction::None];
     let widths = prop_oneof![proptest::sample::select(WIDTHS.to_vec()), 2usize..300];
     (
@@ -187,7 +187,7 @@ pub fn run(seed: u64, cases: usize) -> Vec<Line> {
     lines
 }
 
-fn upstream(case: &Case) -> Upstream<'_> {
+pub(crate) fn upstream(case: &Case) -> Upstream<'_> {
     match case.config.reduction() {
         Reduction::None => Upstream::Rows(&case.upstream),
         Reduction::Mean | Reduction::Sum => Upstream::Scalar(0.75),

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod differential;
 mod eval;
+mod gradients;
 
 #[derive(Parser)]
 #[command(about = "Verification tasks of the svsoftmax workspace")]
@@ -37,6 +38,15 @@ enum Task {
         #[arg(long, default_value_t = DIFFERENTIAL_CASES)]
         cases: usize,
     },
+    /// Check every f64 engine's gradient against central finite differences.
+    Gradients {
+        /// The seed of the random cases.
+        #[arg(long, default_value_t = DIFFERENTIAL_SEED)]
+        seed: u64,
+        /// Cases per variant.
+        #[arg(long, default_value_t = GRADIENT_CASES)]
+        cases: usize,
+    },
     /// Evaluate a JSON list of cases on one engine and write the results as JSON.
     Eval {
         /// reference, ndarray-f32, ndarray-f64, dfdx-cpu-f32, dfdx-cpu-f64 or dfdx-cuda-f32.
@@ -54,10 +64,14 @@ enum Task {
 /// The differential check's defaults: what `verify` runs, and `--quick` a tenth of it.
 const DIFFERENTIAL_SEED: u64 = 0x5f5f_d1ff;
 const DIFFERENTIAL_CASES: usize = 60;
+const GRADIENT_CASES: usize = 10;
 
 /// What a stage runs: a cargo command, or a check in this process.
 enum Action {
     Differential {
+        cases: usize,
+    },
+    Gradients {
         cases: usize,
     },
     Cargo {
@@ -171,6 +185,18 @@ fn stages(quick: bool) -> Vec<Stage> {
                 reproduce it",
         },
         Stage {
+            name: "finite differences",
+            action: Action::Gradients {
+                cases: if quick {
+                    GRADIENT_CASES / 5
+                } else {
+                    GRADIENT_CASES
+                },
+            },
+            hint: "an f64 engine's gradient disagrees with its own finite differences: the \
+                table and the command above reproduce it",
+        },
+        Stage {
             name: "golden snapshots",
             action: Action::Cargo {
                 // `--workspace` reuses the build of the tests stage.
@@ -206,6 +232,14 @@ fn main() -> ExitCode {
         Task::Differential { seed, cases } => {
             let lines = differential::run(seed, cases);
             if differential::report(&lines, seed, cases) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Task::Gradients { seed, cases } => {
+            let lines = gradients::run(seed, cases);
+            if gradients::report(&lines, seed, cases) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -323,6 +357,10 @@ fn run(action: &Action, root: &Path) -> bool {
         Action::Differential { cases } => {
             let lines = differential::run(DIFFERENTIAL_SEED, *cases);
             differential::report(&lines, DIFFERENTIAL_SEED, *cases)
+        }
+        Action::Gradients { cases } => {
+            let lines = gradients::run(DIFFERENTIAL_SEED, *cases);
+            gradients::report(&lines, DIFFERENTIAL_SEED, *cases)
         }
         Action::NoPendingSnapshots => {
             let pending: Vec<PathBuf> = ["golden", "crates"]
