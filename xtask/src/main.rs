@@ -197,6 +197,23 @@ fn stages(quick: bool) -> Vec<Stage> {
                 table and the command above reproduce it",
         },
         Stage {
+            name: "symbolic",
+            action: Action::Cargo {
+                // `--nocapture` shows the test's table of errors per variant.
+                args: &[
+                    "test",
+                    "--workspace",
+                    "--test",
+                    "symbolic",
+                    "--",
+                    "--nocapture",
+                ],
+                env: check_snapshots(),
+            },
+            hint: "a symbolic derivative disagrees with the reference, or a formula snapshot in \
+                golden/symbolic/ changed (review it as the golden snapshots below)",
+        },
+        Stage {
             name: "golden snapshots",
             action: Action::Cargo {
                 // `--workspace` reuses the build of the tests stage.
