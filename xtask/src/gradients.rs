@@ -5,14 +5,13 @@
 //! vector counts or different target-score slopes; the report counts the skips, and a run
 //! that checks too little fails.
 
-use proptest::strategy::{Strategy, ValueTree};
-use proptest::test_runner::{Config, RngSeed, TestRunner};
 use svsoftmax_core::reference::Reference;
 use svsoftmax_core::scalar::Pieces;
 use svsoftmax_core::{CosineMatrix, Engine, Reduction, Targets};
 use svsoftmax_ndarray::NdarrayEngine;
+use svsoftmax_testkit::Case;
 
-use crate::differential::{self, Case};
+use crate::differential;
 
 const STEP: f64 = 1e-6;
 
@@ -30,31 +29,23 @@ pub fn run(seed: u64, cases: usize) -> Vec<Line> {
     let engines: [Box<dyn Engine>; 2] =
         [Box::new(Reference), Box::new(NdarrayEngine::<f64>::new())];
     let mut drawn = Vec::new();
-    for (index, (_, margin, indicator)) in differential::variants().into_iter().enumerate() {
-        let mut runner = TestRunner::new(Config {
-            rng_seed: RngSeed::Fixed(seed.wrapping_add(index as u64)),
-            ..Config::default()
-        });
-        for _ in 0..cases {
-            let mut case = differential::strategy(margin, indicator)
-                .new_tree(&mut runner)
-                .expect("no rejections")
-                .current();
+    for (_, cases) in differential::draw(seed, cases) {
+        for mut case in cases {
             // Finite differences need modest slopes: s up to 16 keeps the third derivative
             // of the log-sum-exp below 16^3, and short rows keep the run quick.
-            case.n_classes = case.n_classes.min(40);
-            let n_rows = case.targets.len();
-            case.cosines = (0..n_rows)
-                .flat_map(|row| case.cosines[row * case.n_classes..][..case.n_classes].to_vec())
-                .map(|c: f64| c.clamp(-0.98, 0.98))
+            let n_classes = case.n_classes.min(40);
+            case.cosines = case
+                .cosines
+                .chunks(case.n_classes)
+                .flat_map(|row| row[..n_classes].iter().map(|c| c.clamp(-0.98, 0.98)))
                 .collect();
             case.targets = case
                 .targets
                 .iter()
-                .map(|t| t.map(|t| t % case.n_classes))
+                .map(|t| t.map(|t| t % n_classes))
                 .collect();
-            let scale = case.config.scale().min(16.0);
-            case.config = rebuilt(&case, scale);
+            case.n_classes = n_classes;
+            case.config = rebuilt(&case, case.config.scale().min(16.0));
             drawn.push(case);
         }
     }
@@ -130,7 +121,7 @@ fn check_case(engine: &dyn Engine, case: &Case, line: &mut Line) -> Result<(), S
         .map_err(|e| e.to_string())?;
     let targets = Targets::with_ignored(case.targets.clone());
     let analytic = engine
-        .forward_backward(&case.config, matrix, &targets, differential::upstream(case))
+        .forward_backward(&case.config, matrix, &targets, case.upstream())
         .map_err(|e| e.to_string())?
         .grad_cosines;
     let pieces = Pieces::<f64>::new(&case.config).map_err(|e| e.to_string())?;
