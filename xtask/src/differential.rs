@@ -7,7 +7,7 @@ use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 use svsoftmax_core::{reference, CosineMatrix, Engine, Margin, SvSoftmax, Targets};
 use svsoftmax_ndarray::NdarrayEngine;
-use svsoftmax_testkit::{Case, Cosines, Errors};
+use svsoftmax_testkit::{Case, Errors};
 
 /// One line of the report.
 #[derive(Debug, Clone)]
@@ -32,13 +32,12 @@ pub fn draw(seed: u64, cases: usize) -> Vec<(String, Vec<Case>)> {
     svsoftmax_testkit::variants()
         .into_iter()
         .enumerate()
-        .map(|(index, (name, margin, indicator))| {
+        .map(|(index, variant)| {
             let mut runner = TestRunner::new(Config {
                 rng_seed: RngSeed::Fixed(seed.wrapping_add(index as u64)),
                 ..Config::default()
             });
-            let strategy =
-                svsoftmax_testkit::cases(vec![margin], vec![indicator], 64.0, Cosines::Unit);
+            let strategy = variant.cases();
             let drawn = (0..cases)
                 .map(|_| {
                     strategy
@@ -47,7 +46,7 @@ pub fn draw(seed: u64, cases: usize) -> Vec<(String, Vec<Case>)> {
                         .current()
                 })
                 .collect();
-            (name, drawn)
+            (variant.name, drawn)
         })
         .collect()
 }

@@ -111,7 +111,14 @@ fn encode(value: f64) -> Value {
 
 fn number(value: &Value, what: &str) -> Result<f64, String> {
     match value {
-        Value::Number(number) => number.as_f64().ok_or_else(|| format!("{what}: not an f64")),
+        // Numbers keep their text (serde_json's `arbitrary_precision`), so a literal beyond
+        // f64's range is this field's error rather than the whole file's.
+        Value::Number(number) => match number.as_f64() {
+            Some(parsed) if parsed.is_finite() => Ok(parsed),
+            _ => Err(format!(
+                "{what}: {number} is outside the range of f64; write \"inf\" or \"-inf\" for an infinity"
+            )),
+        },
         Value::String(text) => match text.as_str() {
             "inf" => Ok(f64::INFINITY),
             "-inf" => Ok(f64::NEG_INFINITY),
@@ -202,6 +209,21 @@ fn parse_margin(margin: &Value) -> Result<Margin, String> {
     let fields = margin
         .as_object()
         .ok_or_else(|| format!("field `margin`: expected an object, got {margin}"))?;
+    let kind = fields.get("kind").and_then(Value::as_str).unwrap_or("");
+    let known: &[&str] = match kind {
+        "none" => &["kind"],
+        "additive" => &["kind", "m"],
+        "angular" => &["kind", "m", "beyond_pi"],
+        "multiplicative" => &["kind", "m", "lambda"],
+        "combined" => &["kind", "m1", "m2", "m3", "beyond_pi"],
+        _ => &["kind", "m", "lambda", "m1", "m2", "m3", "beyond_pi"],
+    };
+    if let Some(key) = fields.keys().find(|key| !known.contains(&key.as_str())) {
+        return Err(format!(
+            "margin: unknown field `{key}` for kind {kind:?}: expected one of {}",
+            known.join(", ")
+        ));
+    }
     let field = |key: &str| -> Result<f64, String> {
         let value = fields
             .get(key)
@@ -210,7 +232,7 @@ fn parse_margin(margin: &Value) -> Result<Margin, String> {
     };
     let beyond_pi = || -> Result<BeyondPi, String> {
         match fields.get("beyond_pi").map(|value| (value, value.as_str())) {
-            None => Ok(BeyondPi::default()),
+            None | Some((Value::Null, _)) => Ok(BeyondPi::default()),
             Some((_, Some("clip"))) => Ok(BeyondPi::Clip),
             Some((_, Some("fallback"))) => Ok(BeyondPi::Fallback),
             Some((_, Some("easy"))) => Ok(BeyondPi::Easy),
@@ -372,6 +394,44 @@ mod tests {
         assert_eq!(
             by_name(&results, "ignored-row")["support_vectors"][1],
             Value::Null
+        );
+    }
+
+    #[test]
+    fn misspelled_fields_and_huge_numbers_are_errors_of_their_case() {
+        let cases: Value = serde_json::from_str(
+            r#"[
+              {"name": "typo", "margin": {"kind": "angular", "m": 0.5, "beyondpi": "clip"},
+               "cosines": [[-0.99, 0.2]], "targets": [0]},
+              {"name": "huge", "cosines": [[0.1, 1e400]], "targets": [0]},
+              {"name": "null-beyond", "margin": {"kind": "angular", "m": 0.5, "beyond_pi": null},
+               "cosines": [[0.3, 0.2]], "targets": [0]},
+              {"name": "big-target", "cosines": [[0.1, 0.2]], "targets": [18446744073709551615]}
+            ]"#,
+        )
+        .unwrap();
+        let results = evaluate_all(&Reference, &cases).unwrap();
+        let error = |name: &str| {
+            by_name(&results, name)["error"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        };
+        assert!(
+            error("typo").contains("unknown field `beyondpi`"),
+            "{}",
+            error("typo")
+        );
+        assert!(
+            error("huge").contains("outside the range of f64"),
+            "{}",
+            error("huge")
+        );
+        assert!(by_name(&results, "null-beyond").get("loss").is_some());
+        assert!(
+            error("big-target").contains("18446744073709551615"),
+            "{}",
+            error("big-target")
         );
     }
 

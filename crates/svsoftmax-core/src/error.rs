@@ -59,7 +59,7 @@ pub enum Error {
         /// The row whose target is wrong.
         row: usize,
         /// The target that was given.
-        target: i64,
+        target: u64,
         /// The number of classes.
         n_classes: usize,
     },
@@ -161,6 +161,22 @@ pub enum Error {
         /// The value.
         value: f64,
         /// The float type the engine computed in.
+        dtype: &'static str,
+    },
+
+    /// A finite f64 input does not fit the engine's float type.
+    #[error(
+        "cosine at row {row}, column {col} does not fit {dtype}: expected a magnitude the type \
+         can hold, got {value:e}"
+    )]
+    Unrepresentable {
+        /// Row of the value.
+        row: usize,
+        /// Column of the value.
+        col: usize,
+        /// The value as given.
+        value: f64,
+        /// The float type of the engine.
         dtype: &'static str,
     },
 

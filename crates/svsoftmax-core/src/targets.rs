@@ -133,7 +133,7 @@ impl Targets {
         match out_of_range {
             Some((row, class)) => Err(Error::TargetOutOfRange {
                 row,
-                target: i64::try_from(class).unwrap_or(i64::MAX),
+                target: class as u64,
                 n_classes,
             }),
             None => Ok(()),

@@ -154,6 +154,10 @@ fn cases() -> Vec<(&'static str, Error)> {
                 got: [3, 2],
             },
         ),
+        (
+            "finite input beyond f32",
+            Error::Unrepresentable { row: 0, col: 1, value: 1e300, dtype: "f32" },
+        ),
         ("angular m past pi/2", margin(Margin::angular(2.0))),
         ("multiplicative m 33", margin(Margin::multiplicative(33))),
         ("combined m1 17", margin(Margin::combined(17.0, 0.3, 0.2))),

@@ -7,7 +7,8 @@ use ndarray::{s, Array2, ArrayView2, ShapeBuilder};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 use svsoftmax_core::{
-    reference, CosineMatrix, Engine, Indicator, Margin, Reduction, SvSoftmax, Targets, Upstream,
+    reference, AngularGradient, CosineMatrix, Engine, Indicator, Margin, Reduction, SvSoftmax,
+    Targets, Upstream,
 };
 use svsoftmax_ndarray::NdarrayEngine;
 use svsoftmax_testkit::{cases, Case, Cosines, Errors};
@@ -46,6 +47,10 @@ fn both_indicators() -> Vec<Indicator> {
     vec![Indicator::Adaptive, Indicator::Fixed]
 }
 
+fn both_gradients() -> Vec<AngularGradient> {
+    vec![AngularGradient::Exact, AngularGradient::StraightThrough]
+}
+
 /// Runs `case` through `engine` as a one-case property.
 fn check_case(engine: &dyn Engine, case: Case) {
     TestRunner::default()
@@ -66,7 +71,13 @@ fn row_case(config: &SvSoftmax, rows: &[&[f64]], targets: &[usize]) -> Case {
 #[test]
 fn f64_engine_matches_the_reference() {
     let engine = NdarrayEngine::<f64>::new();
-    let strategy = cases(every_margin(), both_indicators(), 64.0, Cosines::Unit);
+    let strategy = cases(
+        every_margin(),
+        both_indicators(),
+        both_gradients(),
+        64.0,
+        Cosines::Unit,
+    );
     runner(300)
         .run(&strategy, |case| compare(&engine, &case))
         .unwrap();
@@ -75,7 +86,13 @@ fn f64_engine_matches_the_reference() {
 #[test]
 fn f32_engine_matches_the_reference() {
     let engine = NdarrayEngine::<f32>::new();
-    let strategy = cases(every_margin(), both_indicators(), 64.0, Cosines::Unit);
+    let strategy = cases(
+        every_margin(),
+        both_indicators(),
+        both_gradients(),
+        64.0,
+        Cosines::Unit,
+    );
     runner(300)
         .run(&strategy, |case| compare(&engine, &case))
         .unwrap();
@@ -85,7 +102,13 @@ fn f32_engine_matches_the_reference() {
 fn both_engines_match_the_reference_beyond_unit_cosines() {
     // Inputs that are not cosines, for the margins that accept them: the exact path.
     let margins = vec![Margin::None, Margin::additive(0.35)];
-    let strategy = cases(margins, both_indicators(), 8.0, Cosines::Wide);
+    let strategy = cases(
+        margins,
+        both_indicators(),
+        both_gradients(),
+        8.0,
+        Cosines::Wide,
+    );
     let engines: [&dyn Engine; 2] = [&NdarrayEngine::<f32>::new(), &NdarrayEngine::<f64>::new()];
     for engine in engines {
         runner(150)
@@ -489,5 +512,21 @@ fn margin_parameters_must_fit_the_float_type() {
     assert!(
         error.to_string().starts_with("invalid margin lambda"),
         "{error}"
+    );
+}
+
+#[test]
+fn finite_inputs_beyond_f32_are_named_as_such() {
+    // 1e300 is a fine input for the additive margin in f64, but f32 cannot hold it.
+    let config = SvSoftmax::sv_am(32.0, 0.35, 1.2).unwrap();
+    let data = [1e300, 0.2];
+    let matrix = CosineMatrix::new(&data, 1, 2).unwrap();
+    let error = NdarrayEngine::<f32>::new()
+        .forward(&config, matrix, &Targets::new(&[1]))
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "cosine at row 0, column 0 does not fit f32: expected a magnitude the type can hold, \
+         got 1e300"
     );
 }

@@ -7,7 +7,8 @@ use proptest::prelude::*;
 use svsoftmax_core::reference::{self, Reference, RowBreakdown};
 use svsoftmax_core::scalar::Pieces;
 use svsoftmax_core::{
-    BeyondPi, CosineMatrix, Engine, Indicator, Margin, Reduction, SvSoftmax, Targets, Upstream,
+    AngularGradient, BeyondPi, CosineMatrix, Engine, Indicator, Margin, Reduction, SvSoftmax,
+    Targets, Upstream,
 };
 
 /// Widths around a 16-lane kernel's main loop and tail, and around 2048-column blocks.
@@ -84,12 +85,64 @@ pub fn margins() -> Vec<(String, Margin)> {
     margins
 }
 
-/// Every margin with both indicators, named `margin/indicator`.
-pub fn variants() -> Vec<(String, Margin, Indicator)> {
+/// One family of cases: a margin, an indicator, the angular gradient and the range of
+/// the cosines.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    /// `margin/indicator`, with a suffix for the options that are not the default.
+    pub name: String,
+    /// The margin.
+    pub margin: Margin,
+    /// The indicator.
+    pub indicator: Indicator,
+    /// The derivative of the angular margins.
+    pub gradient: AngularGradient,
+    /// What the cosines range over.
+    pub cosines: Cosines,
+}
+
+impl Variant {
+    /// Seeded cases of this variant, with the scale up to 64 (8 for wide inputs).
+    pub fn cases(&self) -> BoxedStrategy<Case> {
+        let max_scale = match self.cosines {
+            Cosines::Unit => 64.0,
+            Cosines::Wide => 8.0,
+        };
+        cases(
+            vec![self.margin],
+            vec![self.indicator],
+            vec![self.gradient],
+            max_scale,
+            self.cosines,
+        )
+    }
+}
+
+/// Every margin with both indicators; the angular margins with the straight-through
+/// gradient too; and the margins without an arccos on inputs past ±1, which take an
+/// engine's exact path.
+pub fn variants() -> Vec<Variant> {
     let mut variants = Vec::new();
     for (name, margin) in margins() {
         for indicator in [Indicator::Adaptive, Indicator::Fixed] {
-            variants.push((format!("{name}/{}", indicator.name()), margin, indicator));
+            let variant = |suffix: &str, gradient, cosines| Variant {
+                name: format!("{name}/{}{suffix}", indicator.name()),
+                margin,
+                indicator,
+                gradient,
+                cosines,
+            };
+            variants.push(variant("", AngularGradient::Exact, Cosines::Unit));
+            if matches!(margin, Margin::Angular { .. } | Margin::Combined { .. }) {
+                variants.push(variant(
+                    "/straight",
+                    AngularGradient::StraightThrough,
+                    Cosines::Unit,
+                ));
+            }
+            if !margin.takes_arccos() {
+                variants.push(variant("/wide", AngularGradient::Exact, Cosines::Wide));
+            }
         }
     }
     variants
@@ -110,6 +163,7 @@ pub enum Cosines {
 pub fn cases(
     margins: Vec<Margin>,
     indicators: Vec<Indicator>,
+    gradients: Vec<AngularGradient>,
     max_scale: f64,
     cosines: Cosines,
 ) -> BoxedStrategy<Case> {
@@ -118,19 +172,23 @@ pub fn cases(
     (
         proptest::sample::select(margins),
         proptest::sample::select(indicators),
-        proptest::sample::select(reductions),
-        1.0..=max_scale,
-        1.0..=1.5f64,
-        1usize..=5,
-        widths,
+        proptest::sample::select(gradients),
+        (
+            proptest::sample::select(reductions),
+            1.0..=max_scale,
+            1.0..=1.5f64,
+            1usize..=5,
+            widths,
+        ),
     )
         .prop_flat_map(
-            move |(margin, indicator, reduction, scale, t, n_rows, n_classes)| {
+            move |(margin, indicator, gradient, (reduction, scale, t, n_rows, n_classes))| {
                 let config = SvSoftmax::builder()
                     .scale(scale)
                     .t(t)
                     .margin(margin)
                     .indicator(indicator)
+                    .angular_gradient(gradient)
                     .reduction(reduction)
                     .build()
                     .expect("the test variants are valid");
