@@ -156,7 +156,12 @@ fn cases() -> Vec<(&'static str, Error)> {
         ),
         (
             "finite input beyond f32",
-            Error::Unrepresentable { row: 0, col: 1, value: 1e300, dtype: "f32" },
+            Error::Unrepresentable {
+                row: 0,
+                col: 1,
+                value: 1e300,
+                dtype: "f32",
+            },
         ),
         ("angular m past pi/2", margin(Margin::angular(2.0))),
         ("multiplicative m 33", margin(Margin::multiplicative(33))),
