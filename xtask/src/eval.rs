@@ -116,7 +116,8 @@ fn number(value: &Value, what: &str) -> Result<f64, String> {
         Value::Number(number) => match number.as_f64() {
             Some(parsed) if parsed.is_finite() => Ok(parsed),
             _ => Err(format!(
-                "{what}: {number} is outside the range of f64; write \"inf\" or \"-inf\" for an infinity"
+                "{what}: {number} is outside the range of f64; write \"inf\" or \"-inf\" for \
+                 an infinity"
             )),
         },
         Value::String(text) => match text.as_str() {

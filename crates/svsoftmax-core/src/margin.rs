@@ -77,7 +77,8 @@ pub enum Margin {
         /// The blend weight `λ ≥ 0` of the plain cosine; 0 is the pure `ψ`.
         lambda: f64,
     },
-    /// Combined margin: `f = cos(m1 θ_y + m2) - m3`, `0 < m1 ≤ 16`, `0 ≤ m2 ≤ π/2`, `m3 ≥ 0`.
+    /// Combined margin: `f = cos(m1 θ_y + m2) - m3`, with `0 < m1 ≤ 16`, `0 ≤ m2 ≤ π/2`
+    /// and `m3 ≥ 0`.
     Combined {
         /// The angle multiplier.
         m1: f64,

@@ -35,7 +35,8 @@ pub const COSINE_TOLERANCE: f64 = 1e-4;
 ///
 /// `d cos(θ + m) / d cos θ = sin(θ + m) / sin θ` diverges as `θ → 0` or `θ → π`. The
 /// derivative is evaluated with `sin θ` no smaller than `sin 2⁻¹²` (the combined margin: at
-/// the angle clamped to `[2⁻¹², π - 2⁻¹²]`), which caps it near `sin m · 4096`, about 2000
+/// the angle clamped to `[2⁻¹², π - 2⁻¹²]`), which caps it near `sin m · 4096`, about
+/// 2000
 /// for `m = 0.5`. `2⁻¹²` is exact in both float types and lies below the smallest non-zero
 /// angle that f32 resolves next to ±1 (about `3.5e-4`), so in f32 the cap acts on cosines of
 /// exactly ±1 only, and f32 and f64 agree there. In f64 it also acts within about `3e-8` of

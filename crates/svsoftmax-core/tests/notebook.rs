@@ -14,8 +14,9 @@ use svsoftmax_core::{CosineMatrix, Margin, SvSoftmax, Targets};
 /// carries its rounding to 8 digits (5e-8 relative), the float32 rounding of the inputs
 /// (2.1 and -2.1 are not exact) and of a few exp/sum/divide steps (a few ulps of 6e-8),
 /// the cancellation in `t - 1` formed in float32 from 1.2 (0.20000005, 2.4e-7 relative,
-/// which the largest exponent, 1.4, turns into ~3e-7 on h), and, for the losses, the notebook's `+ 1e-9` inside the log, which moves -log p by up
-/// to 1e-9 / p ≈ 1.4e-6 on its least likely target (p ≈ 7e-4) and so the mean by ~5e-7.
+/// which the largest exponent, 1.4, turns into ~3e-7 on h), and, for the losses, the
+/// notebook's `+ 1e-9` inside the log, which moves -log p by up to 1e-9 / p ≈ 1.4e-6 on
+/// its least likely target (p ≈ 7e-4) and so the mean by ~5e-7.
 /// 1e-6 relative covers all of it; 1e-9 absolute covers the entries near 1e-4.
 const FLOAT32_NOTEBOOK: Tolerance = Tolerance::new(
     1e-9,

@@ -75,8 +75,10 @@ proptest! {
                 (true, Indicator::Adaptive) => (scale * (t - 1.0) * (c + 1.0)).exp(),
                 (true, Indicator::Fixed) => (scale * (t - 1.0)).exp(),
             };
-            let negatives: f64 =
-                (0..n_classes).filter(|&k| k != y).map(|k| h(row[k]) * (scale * row[k]).exp()).sum();
+            let negatives: f64 = (0..n_classes)
+                .filter(|&k| k != y)
+                .map(|k| h(row[k]) * (scale * row[k]).exp())
+                .sum();
             let fraction = -((scale * f).exp() / ((scale * f).exp() + negatives)).ln();
             // Both sides are f64 sums of at most 9 exponentials below e^20.
             Tolerance::new(1e-12, 1e-12, "f64 fraction vs log-sum-exp")
@@ -116,9 +118,10 @@ proptest! {
     ) {
         let cosines = CosineMatrix::new(&data, targets.len(), n_classes).unwrap();
         let targets = Targets::new(&targets);
-        let low = reference::forward(&config(scale, t, margin, indicator), cosines, &targets).unwrap();
-        let high =
-            reference::forward(&config(scale, t + dt, margin, indicator), cosines, &targets).unwrap();
+        let forward = |t| {
+            reference::forward(&config(scale, t, margin, indicator), cosines, &targets).unwrap()
+        };
+        let (low, high) = (forward(t), forward(t + dt));
         for (l, h) in low.row_losses.iter().zip(&high.row_losses) {
             // Equal when no column is masked; the slack is rounding of a loss up to ~300.
             prop_assert!(*h >= *l - 1e-12 * l.abs().max(1.0), "t {t} -> {}: {l} > {h}", t + dt);
@@ -140,10 +143,12 @@ proptest! {
             &config, cosines, &Targets::new(&targets), Default::default(),
         ).unwrap();
         prop_assert!(evaluation.grad_cosines.iter().all(|g| g.is_finite()));
-        for (loss, row) in evaluation.forward.row_losses.iter().zip(&evaluation.forward.diagnostics) {
+        let forward = &evaluation.forward;
+        for (loss, row) in forward.row_losses.iter().zip(&forward.diagnostics) {
             let row = row.unwrap();
             prop_assert!(loss.is_finite() && *loss >= 0.0, "loss {loss}");
-            prop_assert!(row.target_prob > 0.0 || *loss > 700.0, "p_y {} at loss {loss}", row.target_prob);
+            let p_y = row.target_prob;
+            prop_assert!(p_y > 0.0 || *loss > 700.0, "p_y {p_y} at loss {loss}");
             prop_assert!(row.target_prob <= 1.0);
         }
     }

@@ -76,7 +76,8 @@ fn tie_at_the_mask_boundary_is_not_a_support_vector() {
 #[test]
 fn values_derived_by_hand() {
     // Row [[0.5, 0.6, -0.2]], target 0, s = 32: the only support vector is column 1.
-    // Adaptive: z = [16, 19.2 + 32·0.2·1.6, -6.4] = [16, 29.44, -6.4], L = 13.44 + log(1 + e^-13.44 + e^-35.84).
+    // Adaptive: z = [16, 19.2 + 32·0.2·1.6, -6.4] = [16, 29.44, -6.4],
+    // so L = 13.44 + log(1 + e^-13.44 + e^-35.84).
     // Fixed: z_1 = 19.2 + 6.4 = 25.6, L = 9.6 + log(1 + e^-9.6 + ...).
     let row: &[&[f64]] = &[&[0.5, 0.6, -0.2]];
     let cases = [

@@ -45,10 +45,11 @@ impl FastExp for f32 {
         // ln 2 split so that n · LN2_HI is exact for |n| < 2^9.
         const LN2_HI: f32 = 0.693_359_4;
         const LN2_LO: f32 = -2.121_944_4e-4;
-        const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23
-                                         // Just above ln of the smallest normal f32 (-87.34): every result from here up is a
-                                         // normal float, so the final multiply never produces a subnormal (which costs a
-                                         // microcode assist of ~100 cycles on x86).
+        // 1.5 · 2^23.
+        const ROUND: f32 = 12_582_912.0;
+        // Just above ln of the smallest normal f32 (-87.34): every result from here up is a
+        // normal float, so the final multiply never produces a subnormal (which costs a
+        // microcode assist of ~100 cycles on x86).
         const MIN: f32 = -87.0;
 
         let x = if self > MIN { self } else { MIN };
@@ -87,8 +88,9 @@ impl FastExp for f64 {
         // ln 2 split so that n · LN2_HI is exact for |n| < 2^11 (the Cephes split).
         const LN2_HI: f64 = 6.931_457_519_531_25e-1;
         const LN2_LO: f64 = 1.428_606_820_309_417_3e-6;
-        const ROUND: f64 = 6_755_399_441_055_744.0; // 1.5 · 2^52
-                                                    // Just above ln of the smallest normal f64 (-708.40), for the same reason.
+        // 1.5 · 2^52.
+        const ROUND: f64 = 6_755_399_441_055_744.0;
+        // Just above ln of the smallest normal f64 (-708.40), for the same reason.
         const MIN: f64 = -708.0;
 
         let x = if self > MIN { self } else { MIN };
