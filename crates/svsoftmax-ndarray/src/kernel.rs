@@ -11,13 +11,15 @@
 //!    applied on the fly, writes `e_k · dz_k/dc_k` with `e_k = exp(z_k - B)` into the
 //!    gradient buffer, and sums `e_k`; it also counts the support vectors, checks every
 //!    input and keeps the largest `|c_k|`. Forward only writes nothing.
-//! 2. `scale_in_place`: reads the buffer and multiplies it by `weight / Σe`.
+//! 2. `scale_in_place`: reads the buffer, scales it by `1 / Σe` and then by `weight` (so
+//!    that only a gradient that truly overflows does), and keeps the largest entry.
 //!
 //! Pass 1 runs once over memory; pass 2 finds the row (400 KB for 100 000 f32 columns) in
 //! L2. The reference point `B` costs nothing in accuracy as long as the row's largest term
 //! is not too far below it: if `Σe < FastExp::SMALLEST_SAFE_SUM`, terms below `e^-23` of the
 //! largest could have underflowed, and the row is redone on the exact path. So is a row
-//! with a cosine past ±1 (possible for the margins that do not clamp).
+//! with a cosine past ±1 (possible for the margins that do not clamp), and every row of an
+//! element type too narrow to hold the unscaled terms (f16).
 //!
 //! **The exact path** processes the row in blocks of `block_len` columns that fit L1:
 //! `scan` finds a block's maximum, `store_exponentials` (or `sum_exponentials`, forward
