@@ -98,6 +98,28 @@ fn variants() -> Vec<Variant> {
             ),
         },
         Variant {
+            // θ = acos(-0.95) = 2.82 > π - 0.5: the linear fallback c - m sin m.
+            name: "angular-fallback-past-pi",
+            config: build(16.0, 1.3, Margin::angular(0.5), adaptive),
+            cosines: [-0.95, -0.97, 0.1],
+            score: format!("(c0-{})", num(0.5 * 0.5f64.sin())),
+        },
+        Variant {
+            // cos θ <= 0 under the easy margin: the plain cosine.
+            name: "angular-easy-negative",
+            config: build(
+                16.0,
+                1.3,
+                Margin::Angular {
+                    m: 0.5,
+                    beyond_pi: BeyondPi::Easy,
+                },
+                adaptive,
+            ),
+            cosines: [-0.3, -0.2, 0.1],
+            score: "c0".to_owned(),
+        },
+        Variant {
             name: "combined",
             config: build(30.0, 1.2, Margin::combined(1.2, 0.3, 0.1), adaptive),
             cosines: [0.4, 0.5, -0.6],
