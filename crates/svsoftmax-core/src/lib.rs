@@ -29,6 +29,7 @@ mod matrix;
 mod real;
 pub mod reference;
 pub mod scalar;
+pub mod shard;
 mod targets;
 
 pub use config::{AngularGradient, Indicator, Reduction, SvSoftmax, SvSoftmaxBuilder, TConvention};
