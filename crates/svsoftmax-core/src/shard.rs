@@ -19,19 +19,12 @@
 use crate::config::SvSoftmax;
 use crate::error::{Error, Result};
 use crate::matrix::CosineMatrix;
-use crate::scalar::Pieces;
+use crate::scalar::{Pieces, TargetLogit};
 use crate::targets::Targets;
 
-/// A row's target score, from the shard that owns the target column.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TargetScore {
-    /// `f(m, cos θ_y)`.
-    pub score: f64,
-    /// `z_y = s f`.
-    pub logit: f64,
-    /// `d z_y / d cos θ_y`.
-    pub slope: f64,
-}
+/// A row's target score `f`, logit `s f` and slope, from the shard that owns the target
+/// column.
+pub type TargetScore = TargetLogit<f64>;
 
 /// What one shard knows of a row's log-sum-exp: the maximum of its adjusted logits and the
 /// sum of their exponentials relative to it.

@@ -4,11 +4,11 @@
 
 mod common;
 
-use common::{every_margin, Tolerance};
+use common::{config, every_margin, Tolerance};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 use svsoftmax_core::scalar::Pieces;
-use svsoftmax_core::{reference, CosineMatrix, Indicator, Margin, SvSoftmax, Targets};
+use svsoftmax_core::{reference, CosineMatrix, Indicator, Margin, Targets};
 
 fn seeded(cases: u32) -> Config {
     Config {
@@ -35,16 +35,6 @@ fn rows(
             proptest::collection::vec(0..n_classes, n_rows),
         )
     })
-}
-
-fn config(scale: f64, t: f64, margin: Margin, indicator: Indicator) -> SvSoftmax {
-    SvSoftmax::builder()
-        .scale(scale)
-        .t(t)
-        .margin(margin)
-        .indicator(indicator)
-        .build()
-        .unwrap()
 }
 
 fn indicators() -> impl Strategy<Value = Indicator> {

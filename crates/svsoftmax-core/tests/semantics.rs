@@ -4,22 +4,12 @@
 mod common;
 
 use common::{
-    evaluate, every_margin, matrix, Tolerance, F64_DIFFERENTIAL, F64_FORMULA, GIVEN_DIGITS,
+    config, evaluate, every_margin, matrix, Tolerance, F64_DIFFERENTIAL, F64_FORMULA, GIVEN_DIGITS,
 };
 use svsoftmax_core::{
     reference, AngularGradient, BeyondPi, CosineMatrix, Indicator, Margin, Reduction, SvSoftmax,
     TConvention, Targets, Upstream,
 };
-
-fn config(scale: f64, t: f64, margin: Margin, indicator: Indicator) -> SvSoftmax {
-    SvSoftmax::builder()
-        .scale(scale)
-        .t(t)
-        .margin(margin)
-        .indicator(indicator)
-        .build()
-        .unwrap()
-}
 
 fn loss(config: &SvSoftmax, rows: &[&[f64]], targets: &[usize]) -> f64 {
     evaluate(config, rows, targets).forward.loss

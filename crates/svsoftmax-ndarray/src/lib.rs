@@ -108,14 +108,13 @@ pub fn forward_backward_into<E: Element>(
     upstream.check(config.reduction(), n_rows)?;
     let cosines = cosines.as_standard_layout();
     let flat = cosines.as_slice().expect("standard layout is contiguous");
-    let backward = Backward { upstream };
     match grad.as_slice_mut() {
         Some(grad) => run(
             config,
             flat,
             n_classes,
             targets,
-            Some((backward, grad)),
+            Some((upstream, grad)),
             out,
         ),
         None => {
@@ -128,7 +127,7 @@ pub fn forward_backward_into<E: Element>(
                 flat,
                 n_classes,
                 targets,
-                Some((backward, slice)),
+                Some((upstream, slice)),
                 out,
             )?;
             grad.assign(&contiguous);
@@ -178,11 +177,6 @@ pub fn sv_am<E: Element>(
     Ok((forward.loss, grad))
 }
 
-#[derive(Clone, Copy)]
-struct Backward<'a> {
-    upstream: Upstream<'a>,
-}
-
 /// A block of consecutive rows, split in halves for the threads.
 struct Block<'a, E> {
     first_row: usize,
@@ -198,7 +192,7 @@ struct Shared<'a, F> {
     config: &'a SvSoftmax,
     n_classes: usize,
     n_active: usize,
-    backward: Option<Backward<'a>>,
+    upstream: Option<Upstream<'a>>,
 }
 
 fn run<E: Element>(
@@ -206,7 +200,7 @@ fn run<E: Element>(
     cosines: &[E],
     n_classes: usize,
     targets: &Targets,
-    backward: Option<(Backward<'_>, &mut [E])>,
+    backward: Option<(Upstream<'_>, &mut [E])>,
     out: &mut Forward,
 ) -> Result<()> {
     let n_rows = targets.len();
@@ -215,8 +209,8 @@ fn run<E: Element>(
     out.diagnostics.clear();
     out.diagnostics.resize(n_rows, None);
 
-    let (backward, grad) = match backward {
-        Some((backward, grad)) => (Some(backward), Some(grad)),
+    let (upstream, grad) = match backward {
+        Some((upstream, grad)) => (Some(upstream), Some(grad)),
         None => (None, None),
     };
     let shared = Shared {
@@ -224,7 +218,7 @@ fn run<E: Element>(
         config,
         n_classes,
         n_active: targets.n_active(),
-        backward,
+        upstream,
     };
     let block = Block {
         first_row: 0,
@@ -309,9 +303,8 @@ fn process<E: Element>(shared: &Shared<'_, E::Real>, block: Block<'_, E>) {
         };
         let backward = row_grad.map(|row_grad| {
             let upstream = shared
-                .backward
-                .expect("a gradient buffer comes with a backward")
-                .upstream;
+                .upstream
+                .expect("a gradient buffer comes with an upstream");
             let weight =
                 upstream.row_weight(shared.config.reduction(), shared.n_active, first_row + i);
             (row_grad, E::Real::from_f64(weight))

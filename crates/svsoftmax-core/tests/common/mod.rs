@@ -2,7 +2,9 @@
 //! short constructors for one-off cases.
 #![allow(dead_code)]
 
-use svsoftmax_core::{BeyondPi, CosineMatrix, Evaluation, Margin, SvSoftmax, Targets, Upstream};
+use svsoftmax_core::{
+    BeyondPi, CosineMatrix, Evaluation, Indicator, Margin, SvSoftmax, Targets, Upstream,
+};
 
 /// A comparison tolerance: `|actual - expected| <= abs + rel · |expected|`, with the reason
 /// the numbers were chosen.
@@ -118,4 +120,15 @@ pub fn seed(default: u64) -> u64 {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(default)
+}
+
+/// A configuration with the reduction and the angular gradient at their defaults.
+pub fn config(scale: f64, t: f64, margin: Margin, indicator: Indicator) -> SvSoftmax {
+    SvSoftmax::builder()
+        .scale(scale)
+        .t(t)
+        .margin(margin)
+        .indicator(indicator)
+        .build()
+        .unwrap()
 }
