@@ -211,6 +211,29 @@ pub enum Error {
         reduction: &'static str,
     },
 
+    /// A tensor device (an engine's backend, such as a GPU) failed an operation, for
+    /// example an allocation.
+    #[error("device failure in {operation}: expected it to complete, got {message}")]
+    Device {
+        /// What the engine was doing.
+        operation: &'static str,
+        /// The device's own report.
+        message: String,
+    },
+
+    /// An engine was asked for an implementation its device does not have.
+    #[error(
+        "unsupported implementation: expected one of {available} on {device}, got {requested}"
+    )]
+    Unsupported {
+        /// The implementation asked for.
+        requested: &'static str,
+        /// The device it was asked on.
+        device: &'static str,
+        /// What the device offers.
+        available: &'static str,
+    },
+
     /// An upstream gradient value is NaN or infinite.
     #[error("non-finite upstream gradient{}: expected a finite value, got {value}", at_row(*.row))]
     NonFiniteUpstream {

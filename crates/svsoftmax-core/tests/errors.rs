@@ -163,6 +163,21 @@ fn cases() -> Vec<(&'static str, Error)> {
                 dtype: "f32",
             },
         ),
+        (
+            "device failure",
+            Error::Device {
+                operation: "the fused loss's copy of the cosines",
+                message: "OutOfMemory".to_string(),
+            },
+        ),
+        (
+            "implementation the device lacks",
+            Error::Unsupported {
+                requested: "fused",
+                device: "Cuda",
+                available: "composed, auto",
+            },
+        ),
         ("angular m past pi/2", margin(Margin::angular(2.0))),
         ("multiplicative m 33", margin(Margin::multiplicative(33))),
         ("combined m1 17", margin(Margin::combined(17.0, 0.3, 0.2))),
