@@ -10,15 +10,21 @@ use svsoftmax_core::reference::Reference;
 use svsoftmax_core::{
     BeyondPi, CosineMatrix, Engine, Indicator, Margin, Reduction, SvSoftmax, Targets, Upstream,
 };
+use svsoftmax_dfdx::{DfdxEngine, Implementation};
 use svsoftmax_ndarray::NdarrayEngine;
 
-/// The engines `--engine` accepts.
-pub const ENGINES: [&str; 6] = [
+/// The engines `--engine` accepts. `dfdx-cpu-*` runs dfdx's default implementation on
+/// `Cpu` (the fused one); the others name theirs.
+pub const ENGINES: [&str; 10] = [
     "reference",
     "ndarray-f32",
     "ndarray-f64",
     "dfdx-cpu-f32",
     "dfdx-cpu-f64",
+    "dfdx-composed-f32",
+    "dfdx-composed-f64",
+    "dfdx-fused-f32",
+    "dfdx-fused-f64",
     "dfdx-cuda-f32",
 ];
 
@@ -28,9 +34,16 @@ pub fn engine(name: &str) -> Result<Box<dyn Engine>, String> {
         "reference" => Ok(Box::new(Reference)),
         "ndarray-f32" => Ok(Box::new(NdarrayEngine::<f32>::new())),
         "ndarray-f64" => Ok(Box::new(NdarrayEngine::<f64>::new())),
-        "dfdx-cpu-f32" | "dfdx-cpu-f64" | "dfdx-cuda-f32" => Err(format!(
-            "engine `{name}` is not part of this build: the workspace has no dfdx engine yet; \
-             available: reference, ndarray-f32, ndarray-f64"
+        "dfdx-cpu-f32" => Ok(Box::new(DfdxEngine::<f32>::new(Implementation::Auto))),
+        "dfdx-cpu-f64" => Ok(Box::new(DfdxEngine::<f64>::new(Implementation::Auto))),
+        "dfdx-composed-f32" => Ok(Box::new(DfdxEngine::<f32>::new(Implementation::Composed))),
+        "dfdx-composed-f64" => Ok(Box::new(DfdxEngine::<f64>::new(Implementation::Composed))),
+        "dfdx-fused-f32" => Ok(Box::new(DfdxEngine::<f32>::new(Implementation::Fused))),
+        "dfdx-fused-f64" => Ok(Box::new(DfdxEngine::<f64>::new(Implementation::Fused))),
+        "dfdx-cuda-f32" => Err(format!(
+            "engine `{name}` is not part of this build: the xtask runs on Cpu only; the Cuda \
+             path is exercised by `cargo test -p svsoftmax-dfdx --features cuda` on a machine \
+             with a GPU"
         )),
         _ => Err(format!(
             "unknown engine `{name}`: expected one of {}",

@@ -8,6 +8,7 @@
 use svsoftmax_core::reference::Reference;
 use svsoftmax_core::scalar::Pieces;
 use svsoftmax_core::{AngularGradient, CosineMatrix, Engine, Reduction, Targets};
+use svsoftmax_dfdx::{DfdxEngine, Implementation};
 use svsoftmax_ndarray::NdarrayEngine;
 use svsoftmax_testkit::Case;
 
@@ -26,8 +27,12 @@ pub struct Line {
 
 /// Checks `cases` cases per variant on the reference and on the ndarray engine in f64.
 pub fn run(seed: u64, cases: usize) -> Vec<Line> {
-    let engines: [Box<dyn Engine>; 2] =
-        [Box::new(Reference), Box::new(NdarrayEngine::<f64>::new())];
+    let engines: [Box<dyn Engine>; 4] = [
+        Box::new(Reference),
+        Box::new(NdarrayEngine::<f64>::new()),
+        Box::new(DfdxEngine::<f64>::new(Implementation::Composed)),
+        Box::new(DfdxEngine::<f64>::new(Implementation::Fused)),
+    ];
     let mut drawn = Vec::new();
     for (_, cases) in differential::draw(seed, cases) {
         for mut case in cases {

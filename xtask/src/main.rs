@@ -173,6 +173,26 @@ fn stages(quick: bool) -> Vec<Stage> {
             hint: "the ndarray engine must build, free of warnings, without its `rayon` feature",
         },
         Stage {
+            name: "dfdx cuda check",
+            action: Action::Cargo {
+                // dfdx's `ci-check` type-checks the Cuda device without nvcc or a GPU.
+                args: &[
+                    "clippy",
+                    "-p",
+                    "svsoftmax-dfdx",
+                    "--features",
+                    "cuda,ci-check",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+                env: vec![],
+            },
+            hint: "the dfdx engine's Cuda path must type-check (and be free of warnings) with \
+                `--features cuda,ci-check`",
+        },
+        Stage {
             name: "differential report",
             action: Action::Differential {
                 cases: if quick {

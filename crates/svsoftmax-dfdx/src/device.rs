@@ -1,8 +1,11 @@
 //! The float types and devices the loss runs on, and which implementations each offers.
 
+use std::sync::Arc;
+
 use dfdx::prelude::*;
 use svsoftmax_core::{Error, Real, Result, SvSoftmax, Targets};
 
+use crate::fused::Buffers;
 use crate::Implementation;
 
 /// A float type of the loss: `f32` or `f64`.
@@ -31,6 +34,10 @@ pub trait DfdxFloat: Dtype + Real + svsoftmax_ndarray::Element<Real = Self> {
     #[doc(hidden)]
     fn cpu_slice(buffer: &mut <Cpu as Storage<Self>>::Vec) -> &mut [Self];
 
+    /// The fused implementation's reusable buffers of this type.
+    #[doc(hidden)]
+    fn pool(buffers: &Buffers) -> &crate::fused::Pool<Self>;
+
     /// The type's name in messages.
     #[inline]
     fn dtype() -> &'static str {
@@ -48,6 +55,10 @@ impl DfdxFloat for f32 {
     fn cpu_slice(buffer: &mut <Cpu as Storage<Self>>::Vec) -> &mut [Self] {
         buffer
     }
+
+    fn pool(buffers: &Buffers) -> &crate::fused::Pool<Self> {
+        &buffers.f32
+    }
 }
 
 impl DfdxFloat for f64 {
@@ -59,6 +70,10 @@ impl DfdxFloat for f64 {
 
     fn cpu_slice(buffer: &mut <Cpu as Storage<Self>>::Vec) -> &mut [Self] {
         buffer
+    }
+
+    fn pool(buffers: &Buffers) -> &crate::fused::Pool<Self> {
+        &buffers.f64
     }
 }
 
@@ -74,6 +89,7 @@ pub trait LossDevice<E: DfdxFloat>: Device<E> + TensorFromVec<bool> {
     /// The fused implementation's per-row losses, or `None` where the device has none.
     #[doc(hidden)]
     fn fused_row_losses<B: Dim, K: Dim, T: Tape<E, Self>>(
+        buffers: &Arc<Buffers>,
         config: &SvSoftmax,
         cosines: Tensor<(B, K), E, Self, T>,
         targets: &Targets,
@@ -88,11 +104,12 @@ where
     const DEFAULT: Implementation = Implementation::Fused;
 
     fn fused_row_losses<B: Dim, K: Dim, T: Tape<E, Self>>(
+        buffers: &Arc<Buffers>,
         config: &SvSoftmax,
         cosines: Tensor<(B, K), E, Self, T>,
         targets: &Targets,
     ) -> Option<Result<crate::Rows<B, E, Self, T>>> {
-        Some(crate::fused::row_losses(config, cosines, targets))
+        Some(crate::fused::row_losses(buffers, config, cosines, targets))
     }
 }
 
@@ -105,6 +122,7 @@ where
     const DEFAULT: Implementation = Implementation::Composed;
 
     fn fused_row_losses<B: Dim, K: Dim, T: Tape<E, Self>>(
+        _buffers: &Arc<Buffers>,
         _config: &SvSoftmax,
         _cosines: Tensor<(B, K), E, Self, T>,
         _targets: &Targets,

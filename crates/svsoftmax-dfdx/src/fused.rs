@@ -8,6 +8,8 @@
 //! the cosines' gradient: rows are independent, so that is the gradient of any weighting
 //! of the row losses, the mean and the sum included.
 
+use std::sync::{Arc, Mutex};
+
 use dfdx::prelude::*;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use svsoftmax_core::{Forward, Reduction, Result, SvSoftmax, Targets, Upstream};
@@ -15,7 +17,43 @@ use svsoftmax_core::{Forward, Reduction, Result, SvSoftmax, Targets, Upstream};
 use crate::device::{device_error, DfdxFloat};
 use crate::Rows;
 
+/// Buffers the size of the cosines, kept between steps: a fresh one costs a page fault per
+/// 4 KiB on its first write, which at these sizes takes longer than the kernel itself.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Buffers {
+    pub(crate) f32: Pool<f32>,
+    pub(crate) f64: Pool<f64>,
+}
+
+/// The spare buffers of one float type; at most [`Pool::KEPT`] are kept.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Pool<E>(Mutex<Vec<Vec<E>>>);
+
+impl<E: DfdxFloat> Pool<E> {
+    /// Two: the copy of the cosines and the gradient of the step in flight.
+    const KEPT: usize = 2;
+
+    /// A buffer of `len` values whose contents are stale: the callers overwrite all of it.
+    fn take(&self, len: usize) -> Vec<E> {
+        let spare = self.0.lock().map(|mut spare| spare.pop()).unwrap_or(None);
+        let mut buffer = spare.unwrap_or_default();
+        buffer.resize(len, E::zero());
+        buffer
+    }
+
+    fn give(&self, buffer: Vec<E>) {
+        if let Ok(mut spare) = self.0.lock() {
+            if spare.len() < Self::KEPT {
+                spare.push(buffer);
+            }
+        }
+    }
+}
+
 pub(crate) fn row_losses<B, K, E, T>(
+    buffers: &Arc<Buffers>,
     config: &SvSoftmax,
     cosines: Tensor<(B, K), E, Cpu, T>,
     targets: &Targets,
@@ -37,15 +75,16 @@ where
         .map_err(device_error("the row-major layout of the cosines"))?;
     let (cosines, mut tape) = cosines.split_tape();
 
-    let mut values = vec![E::zero(); n_rows * n_classes];
-    cosines.copy_into(&mut values);
-    let values = ArrayView2::from_shape((n_rows, n_classes), &values)
+    let pool = E::pool(buffers);
+    let mut copy = pool.take(n_rows * n_classes);
+    cosines.copy_into(&mut copy);
+    let values = ArrayView2::from_shape((n_rows, n_classes), &copy)
         .expect("the buffer holds n_rows x n_classes values");
     // The gradient of each row's own loss: reduction none with a unit upstream gradient.
     let per_row = config.with_reduction(Reduction::None);
     let mut forward = Forward::default();
     let grad_rows = if T::OWNS_TAPE {
-        let mut grad = vec![E::zero(); n_rows * n_classes];
+        let mut grad = pool.take(n_rows * n_classes);
         svsoftmax_ndarray::forward_backward_into(
             &per_row,
             values,
@@ -54,12 +93,15 @@ where
             ArrayViewMut2::from_shape((n_rows, n_classes), &mut grad)
                 .expect("the buffer holds n_rows x n_classes values"),
             &mut forward,
-        )?;
+        )
+        .inspect_err(|_| pool.give(std::mem::take(&mut copy)))?;
         Some(grad)
     } else {
-        svsoftmax_ndarray::forward_into(&per_row, values, targets, &mut forward)?;
+        svsoftmax_ndarray::forward_into(&per_row, values, targets, &mut forward)
+            .inspect_err(|_| pool.give(std::mem::take(&mut copy)))?;
         None
     };
+    pool.give(copy);
 
     let losses: Vec<E> = forward
         .row_losses
@@ -73,10 +115,12 @@ where
     if let Some(grad_rows) = grad_rows {
         let cosines_ghost = cosines.ghost();
         let losses_ghost = losses.ghost();
+        let buffers = Arc::clone(buffers);
         tape.add_backward_op(move |grads| {
             let upstream = E::cpu_slice(grads.get_or_alloc_mut(&losses_ghost)?).to_vec();
             let grad_cosines = E::cpu_slice(grads.get_or_alloc_mut(&cosines_ghost)?);
             accumulate(grad_cosines, &grad_rows, &upstream, n_classes);
+            E::pool(&buffers).give(grad_rows);
             Ok(())
         });
     }

@@ -38,6 +38,8 @@ mod engine;
 mod fused;
 mod head;
 
+use std::sync::Arc;
+
 use dfdx::prelude::*;
 use svsoftmax_core::{Reduction, Result, RowDiagnostics, SvSoftmax, Targets};
 
@@ -74,10 +76,13 @@ impl Implementation {
 /// target per row (ignored rows contribute 0 and receive no gradient, and their cosines are
 /// never read). PyTorch analogue of the plain case (`t = 1`, no margin):
 /// `F.cross_entropy(s * cosines, targets, reduction=...)`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+///
+/// Clones share the fused implementation's buffers, which are kept between calls.
+#[derive(Debug, Clone)]
 pub struct SvSoftmaxLoss {
     config: SvSoftmax,
     implementation: Implementation,
+    buffers: Arc<fused::Buffers>,
 }
 
 /// The per-row losses on the tape, and what a row tells about training.
@@ -107,6 +112,7 @@ impl SvSoftmaxLoss {
         Self {
             config,
             implementation: Implementation::Auto,
+            buffers: Arc::default(),
         }
     }
 
@@ -230,14 +236,17 @@ impl SvSoftmaxLoss {
             other => other,
         };
         match implementation {
-            Implementation::Fused => D::fused_row_losses(&self.config, cosines, targets)
-                .unwrap_or_else(|| {
-                    Err(svsoftmax_core::Error::Unsupported {
-                        requested: Implementation::Fused.name(),
-                        device: D::NAME,
-                        available: "composed, auto",
-                    })
-                }),
+            Implementation::Fused => {
+                D::fused_row_losses(&self.buffers, &self.config, cosines, targets).unwrap_or_else(
+                    || {
+                        Err(svsoftmax_core::Error::Unsupported {
+                            requested: Implementation::Fused.name(),
+                            device: D::NAME,
+                            available: "composed, auto",
+                        })
+                    },
+                )
+            }
             _ => composed::row_losses(&self.config, cosines, targets, count_support_vectors),
         }
     }
@@ -291,3 +300,8 @@ fn check_row_losses<E: DfdxFloat>(losses: &[E]) -> Result<()> {
         None => Ok(()),
     }
 }
+
+/// The crate README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
