@@ -369,7 +369,10 @@ mod tests {
             by_name(&reference, "am-basic")["support_vectors"],
             json!([1])
         );
-        for name in ["ndarray-f32", "ndarray-f64"] {
+        for name in ENGINES
+            .iter()
+            .filter(|name| **name != "reference" && !name.contains("cuda"))
+        {
             let results = evaluate_all(engine(name).unwrap().as_ref(), &example()).unwrap();
             let other = by_name(&results, "am-basic")["loss"].as_f64().unwrap();
             assert!(
@@ -452,7 +455,7 @@ mod tests {
     #[test]
     fn unknown_and_absent_engines_are_errors() {
         let message = |name| engine(name).err().expect("no such engine");
-        assert!(message("dfdx-cpu-f32").contains("not part of this build"));
+        assert!(message("dfdx-cuda-f32").contains("not part of this build"));
         assert!(message("torch").contains("unknown engine"));
     }
 }
