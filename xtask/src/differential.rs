@@ -125,7 +125,7 @@ fn ties(engine: &dyn Engine) -> Line {
 pub fn report(lines: &[Line], seed: u64, cases: usize) -> bool {
     println!("reference: f64 (the baseline every line is compared with)");
     println!(
-        "{:<14} {:<32} {:>6} {:>10} {:>10}  result",
+        "{:<18} {:<32} {:>6} {:>10} {:>10}  result",
         "engine", "variant", "cases", "max abs", "max rel"
     );
     for line in lines {
@@ -135,7 +135,7 @@ pub fn report(lines: &[Line], seed: u64, cases: usize) -> bool {
             "FAIL"
         };
         println!(
-            "{:<14} {:<32} {:>6} {:>10.2e} {:>10.2e}  {verdict}",
+            "{:<18} {:<32} {:>6} {:>10.2e} {:>10.2e}  {verdict}",
             line.engine, line.variant, line.cases, line.errors.max_abs, line.errors.max_rel
         );
     }

@@ -174,7 +174,7 @@ fn check_case(engine: &dyn Engine, case: &Case, line: &mut Line) -> Result<(), S
 /// Prints the table; fails on an error or when more than 1 in 20 coordinates was skipped.
 pub fn report(lines: &[Line], seed: u64, cases: usize) -> bool {
     println!(
-        "{:<14} {:>8} {:>8} {:>10}  result",
+        "{:<18} {:>8} {:>8} {:>10}  result",
         "engine", "checked", "skipped", "max error"
     );
     let mut ok = true;
@@ -184,7 +184,7 @@ pub fn report(lines: &[Line], seed: u64, cases: usize) -> bool {
         ok &= passed;
         let verdict = if passed { "pass" } else { "FAIL" };
         println!(
-            "{:<14} {:>8} {:>8} {:>10.2e}  {verdict}",
+            "{:<18} {:>8} {:>8} {:>10.2e}  {verdict}",
             line.engine, line.checked, line.skipped, line.max_error
         );
         for failure in line.failures.iter().take(3) {
