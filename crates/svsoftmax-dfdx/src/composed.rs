@@ -47,7 +47,7 @@ where
     // them, and `choose` sends it no gradient.
     let cosines = match &active {
         Some((active, _)) => {
-            let zeros = dev.zeros_like(&shape);
+            let zeros = dev.zeros_like(&()).broadcast_like(&shape);
             active
                 .clone()
                 .broadcast_like::<_, Axis<1>>(&shape)

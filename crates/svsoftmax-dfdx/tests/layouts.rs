@@ -179,3 +179,34 @@ fn f32_survives_the_largest_scale_and_weight() {
         }
     }
 }
+
+#[test]
+fn batches_split_across_threads_keep_each_row_its_own_weight() {
+    // 40 x 1000 cosines span several blocks of the fused backward's split across threads;
+    // a different upstream weight per row shows that every row got its own.
+    let dev: Cpu = Default::default();
+    let (n_rows, n_classes) = (40, 1000);
+    let data = sample(n_rows, n_classes);
+    let targets = Targets::new(
+        &(0..n_rows)
+            .map(|i| (i * 37) % n_classes)
+            .collect::<Vec<_>>(),
+    );
+    let weights: Vec<f64> = (0..n_rows).map(|i| 0.5 + i as f64 / 8.0).collect();
+    let config = config().with_reduction(svsoftmax_core::Reduction::None);
+    let matrix = CosineMatrix::new(&data, n_rows, n_classes).unwrap();
+    let expected =
+        reference::forward_backward(&config, matrix, &targets, Upstream::Rows(&weights)).unwrap();
+    for implementation in IMPLEMENTATIONS {
+        let loss = SvSoftmaxLoss::new(config).with_implementation(implementation);
+        let cosines = dev.tensor_from_vec(data.clone(), (n_rows, n_classes));
+        let rows = loss.row_losses(cosines.leaky_trace(), &targets).unwrap();
+        let grads = (rows * dev.tensor_from_vec(weights.clone(), (n_rows,)))
+            .sum()
+            .backward();
+        let grad = grads.get(&cosines).as_vec();
+        for (i, (g, e)) in grad.iter().zip(&expected.grad_cosines).enumerate() {
+            assert!(close(*g, *e), "{implementation:?} at {i}: {g} vs {e}");
+        }
+    }
+}
