@@ -6,7 +6,6 @@
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 use svsoftmax_core::{reference, CosineMatrix, Engine, Margin, SvSoftmax, Targets};
-use svsoftmax_dfdx::{DfdxEngine, Implementation};
 use svsoftmax_ndarray::NdarrayEngine;
 use svsoftmax_testkit::{Case, Errors};
 
@@ -22,14 +21,12 @@ pub struct Line {
 
 /// The engines compared with the reference.
 fn engines() -> Vec<Box<dyn Engine>> {
-    vec![
+    let mut engines: Vec<Box<dyn Engine>> = vec![
         Box::new(NdarrayEngine::<f32>::new()),
         Box::new(NdarrayEngine::<f64>::new()),
-        Box::new(DfdxEngine::<f32>::new(Implementation::Composed)),
-        Box::new(DfdxEngine::<f64>::new(Implementation::Composed)),
-        Box::new(DfdxEngine::<f32>::new(Implementation::Fused)),
-        Box::new(DfdxEngine::<f64>::new(Implementation::Fused)),
-    ]
+    ];
+    engines.extend(svsoftmax_dfdx::cpu_engines());
+    engines
 }
 
 /// `cases` seeded cases of every variant, in the order of `svsoftmax_testkit::variants`.

@@ -244,6 +244,26 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The error of an engine that rounded the f64 `cosines` to `dtype` before computing:
+    /// a finite input that rounding made infinite is the input's fault, not a non-finite
+    /// cosine, so it becomes [`Error::Unrepresentable`] with the value as given. Other
+    /// errors are unchanged.
+    pub fn after_narrowing(self, cosines: crate::CosineMatrix<'_>, dtype: &'static str) -> Self {
+        match self {
+            Self::NonFiniteCosine { row, col, .. } if cosines.row(row)[col].is_finite() => {
+                Self::Unrepresentable {
+                    row,
+                    col,
+                    value: cosines.row(row)[col],
+                    dtype,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
 fn at_row(row: Option<usize>) -> String {
     row.map(|row| format!(" at row {row}")).unwrap_or_default()
 }

@@ -25,6 +25,17 @@ pub struct DfdxEngine<E> {
     element: PhantomData<E>,
 }
 
+/// Every implementation in both float types on `Cpu`: the engines the workspace's
+/// differential tests run.
+pub fn cpu_engines() -> Vec<Box<dyn Engine>> {
+    let mut engines: Vec<Box<dyn Engine>> = Vec::new();
+    for implementation in [Implementation::Composed, Implementation::Fused] {
+        engines.push(Box::new(DfdxEngine::<f32>::new(implementation)));
+        engines.push(Box::new(DfdxEngine::<f64>::new(implementation)));
+    }
+    engines
+}
+
 impl<E: DfdxFloat> DfdxEngine<E>
 where
     Cpu: Device<E>,
@@ -57,22 +68,6 @@ where
     }
 }
 
-/// A finite f64 input that rounding to `E` made infinite is the input's fault, not a
-/// non-finite cosine: say so with the value as given.
-fn widen<E: DfdxFloat>(error: Error, cosines: CosineMatrix<'_>) -> Error {
-    match error {
-        Error::NonFiniteCosine { row, col, .. } if cosines.row(row)[col].is_finite() => {
-            Error::Unrepresentable {
-                row,
-                col,
-                value: cosines.row(row)[col],
-                dtype: E::dtype(),
-            }
-        }
-        other => other,
-    }
-}
-
 impl<E: DfdxFloat> Engine for DfdxEngine<E>
 where
     Cpu: Device<E>,
@@ -90,7 +85,7 @@ where
         let output = self
             .loss(config)
             .forward(self.tensor(cosines)?, targets)
-            .map_err(|error| widen::<E>(error, cosines))?;
+            .map_err(|error| error.after_narrowing(cosines, E::dtype()))?;
         Ok(Forward {
             loss: output.loss.as_vec()[0].widen(),
             row_losses: output.row_losses,
@@ -115,8 +110,9 @@ where
         let grads = match upstream {
             Upstream::Scalar(value) => {
                 let reduced = loss.loss(input.leaky_trace(), targets);
-                (reduced.map_err(|error| widen::<E>(error, cosines))? * E::round_from(value))
-                    .backward()
+                (reduced.map_err(|error| error.after_narrowing(cosines, E::dtype()))?
+                    * E::round_from(value))
+                .backward()
             }
             Upstream::Rows(values) => {
                 let rows = loss.row_losses(input.leaky_trace(), targets);
@@ -125,7 +121,7 @@ where
                     .device
                     .try_tensor_from_vec(weights, (cosines.n_rows(),))
                     .map_err(crate::device::device_error("the upstream gradient"))?;
-                (rows.map_err(|error| widen::<E>(error, cosines))? * weights)
+                (rows.map_err(|error| error.after_narrowing(cosines, E::dtype()))? * weights)
                     .sum()
                     .backward()
             }

@@ -44,7 +44,7 @@ use dfdx::prelude::*;
 use svsoftmax_core::{Reduction, Result, RowDiagnostics, SvSoftmax, Targets};
 
 pub use device::{DfdxFloat, LossDevice};
-pub use engine::DfdxEngine;
+pub use engine::{cpu_engines, DfdxEngine};
 pub use head::{builders, CosineHead};
 
 /// Which computation of the loss to run.

@@ -5,17 +5,8 @@
 
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 use svsoftmax_core::{AngularGradient, Engine, Indicator, Margin};
-use svsoftmax_dfdx::{DfdxEngine, Implementation};
+use svsoftmax_dfdx::cpu_engines;
 use svsoftmax_testkit::{cases, Case, Cosines, Errors};
-
-fn engines() -> Vec<Box<dyn Engine>> {
-    let mut engines: Vec<Box<dyn Engine>> = Vec::new();
-    for implementation in [Implementation::Composed, Implementation::Fused] {
-        engines.push(Box::new(DfdxEngine::<f32>::new(implementation)));
-        engines.push(Box::new(DfdxEngine::<f64>::new(implementation)));
-    }
-    engines
-}
 
 /// The kit derives the tolerance from the engine's float type and the case (see
 /// `svsoftmax_testkit::compare`): a few units of `E` times the logits' magnitude.
@@ -53,7 +44,7 @@ fn every_implementation_matches_the_reference() {
         64.0,
         Cosines::Unit,
     );
-    for engine in engines() {
+    for engine in cpu_engines() {
         runner(120)
             .run(&strategy, |case| compare(engine.as_ref(), &case))
             .unwrap();
@@ -69,7 +60,7 @@ fn every_implementation_matches_the_reference_beyond_unit_cosines() {
         8.0,
         Cosines::Wide,
     );
-    for engine in engines() {
+    for engine in cpu_engines() {
         runner(60)
             .run(&strategy, |case| compare(engine.as_ref(), &case))
             .unwrap();

@@ -4,7 +4,7 @@
 use dfdx::prelude::*;
 use svsoftmax_core::{reference::Reference, CosineMatrix, Engine, Margin, Reduction, SvSoftmax};
 use svsoftmax_core::{Error, Targets, Upstream};
-use svsoftmax_dfdx::{DfdxEngine, Implementation, SvSoftmaxLoss};
+use svsoftmax_dfdx::{cpu_engines, DfdxEngine, Implementation, SvSoftmaxLoss};
 use svsoftmax_ndarray::NdarrayEngine;
 
 struct Bad {
@@ -74,15 +74,6 @@ fn bad_inputs() -> Vec<Bad> {
     ]
 }
 
-fn engines() -> Vec<Box<dyn Engine>> {
-    let mut engines: Vec<Box<dyn Engine>> = Vec::new();
-    for implementation in [Implementation::Composed, Implementation::Fused] {
-        engines.push(Box::new(DfdxEngine::<f32>::new(implementation)));
-        engines.push(Box::new(DfdxEngine::<f64>::new(implementation)));
-    }
-    engines
-}
-
 /// The f64 engines give the reference's messages; the f32 ones those of the ndarray f32
 /// engine, whose messages name f32 and whose range ends at f32's.
 #[test]
@@ -98,7 +89,7 @@ fn errors_match_the_reference() {
         };
         let f64_message = message(&Reference);
         let f32_message = message(&NdarrayEngine::<f32>::new());
-        for engine in engines() {
+        for engine in cpu_engines() {
             let got = message(engine.as_ref());
             let want = if engine.name().ends_with("f32") {
                 &f32_message

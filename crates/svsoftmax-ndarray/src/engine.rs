@@ -4,7 +4,7 @@ use std::marker::PhantomData;
 
 use ndarray::ArrayView2;
 use svsoftmax_core::{
-    CosineMatrix, Engine, Error, Evaluation, Forward, Real, Result, SvSoftmax, Targets, Upstream,
+    CosineMatrix, Engine, Evaluation, Forward, Real, Result, SvSoftmax, Targets, Upstream,
 };
 
 use crate::element::Element;
@@ -45,23 +45,6 @@ fn narrow<E: Element>(cosines: CosineMatrix<'_>) -> ndarray::Array2<E> {
         .expect("the matrix has n_rows x n_classes values")
 }
 
-/// A finite f64 input that rounding to `E` made infinite is the input's fault, not a
-/// non-finite cosine: say so with the value as given. The kernel names the culprit in the
-/// reference's order, so only its message needs mending.
-fn widen<E: Element>(error: Error, cosines: CosineMatrix<'_>) -> Error {
-    match error {
-        Error::NonFiniteCosine { row, col, .. } if cosines.row(row)[col].is_finite() => {
-            Error::Unrepresentable {
-                row,
-                col,
-                value: cosines.row(row)[col],
-                dtype: E::NAME,
-            }
-        }
-        other => other,
-    }
-}
-
 impl<E: Element> Engine for NdarrayEngine<E> {
     fn name(&self) -> &str {
         &self.name
@@ -74,7 +57,8 @@ impl<E: Element> Engine for NdarrayEngine<E> {
         targets: &Targets,
     ) -> Result<Forward> {
         let narrowed = narrow::<E>(cosines);
-        crate::forward(config, narrowed.view(), targets).map_err(|error| widen::<E>(error, cosines))
+        crate::forward(config, narrowed.view(), targets)
+            .map_err(|error| error.after_narrowing(cosines, E::NAME))
     }
 
     fn forward_backward(
@@ -87,7 +71,7 @@ impl<E: Element> Engine for NdarrayEngine<E> {
         let narrowed: ndarray::Array2<E> = narrow(cosines);
         let view: ArrayView2<'_, E> = narrowed.view();
         let (forward, grad) = crate::forward_backward(config, view, targets, upstream)
-            .map_err(|error| widen::<E>(error, cosines))?;
+            .map_err(|error| error.after_narrowing(cosines, E::NAME))?;
         let grad_cosines = grad.iter().map(|value| value.load().to_f64()).collect();
         Ok(Evaluation {
             forward,
