@@ -111,10 +111,13 @@ impl RowBreakdown {
 
     /// The softmax of the adjusted logits.
     pub fn probabilities(&self) -> Vec<f64> {
-        self.logits
-            .iter()
-            .map(|&z| (z - self.log_sum_exp).exp())
-            .collect()
+        // Normalized by the sum rather than as `exp(z - log_sum_exp)`: once the largest
+        // logit passes ~1e16, `max + ln Σ` rounds to `max`, and two columns tied at the top
+        // would each get probability 1.
+        let max = self.logits.iter().fold(f64::NEG_INFINITY, |m, &z| m.max(z));
+        let shifted: Vec<f64> = self.logits.iter().map(|&z| (z - max).exp()).collect();
+        let sum: f64 = shifted.iter().sum();
+        shifted.iter().map(|e| e / sum).collect()
     }
 
     /// The number of support vectors.

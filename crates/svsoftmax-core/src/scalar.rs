@@ -207,6 +207,26 @@ impl<F: Real> TargetRule<F> {
     }
 }
 
+/// An upper bound of `|f'(c)|` over `[-1, 1]`: 1 for the margins without an arccos and the
+/// straight-through gradient; `1 + 1 / sin 2⁻¹²` for the angular margin (its capped
+/// `sin(θ + m) / sin θ`), `m1` times that for the combined one; `m²` for the multiplicative
+/// one (`|T_m'| <= m²`, and blending with `λ c` only lowers it). The scale times this must
+/// be finite, or a target's gradient could overflow where every input is fine.
+fn steepest_target_slope(margin: Margin, gradient: AngularGradient) -> f64 {
+    let capped = 1.0 + 1.0 / MIN_ANGLE.sin();
+    match margin {
+        Margin::None | Margin::Additive { .. } => 1.0,
+        Margin::Angular { .. } | Margin::Combined { .. }
+            if gradient == AngularGradient::StraightThrough =>
+        {
+            1.0
+        }
+        Margin::Angular { .. } => capped,
+        Margin::Combined { m1, .. } => capped * m1.max(1.0),
+        Margin::Multiplicative { m, .. } => f64::from(m) * f64::from(m),
+    }
+}
+
 fn constant<F: Real>(value: F) -> Valued<F> {
     Valued {
         value,
@@ -383,6 +403,14 @@ impl<F: Real> Pieces<F> {
             }
         }
         let margin = config.margin();
+        let steepest = scale * steepest_target_slope(margin, config.angular_gradient());
+        if !F::from_f64(steepest).is_finite() {
+            return Err(Error::Hyperparameter {
+                name: "scale * steepest target slope",
+                expected: "a value that is finite in the engine's float type",
+                got: steepest,
+            });
+        }
         for (name, value) in margin.parameters() {
             if !F::from_f64(value).is_finite() {
                 return Err(Error::Hyperparameter {

@@ -203,6 +203,18 @@ fn cases() -> Vec<(&'static str, Error)> {
             backward(&default, Upstream::Scalar(1e308)),
         ),
         ("scale past f32", Pieces::<f32>::new(&huge_f32).unwrap_err()),
+        (
+            "target slope past f32",
+            Pieces::<f32>::new(
+                &SvSoftmax::builder()
+                    .scale(1e36)
+                    .t(1.0)
+                    .margin(Margin::angular(0.5))
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap_err(),
+        ),
     ]
 }
 

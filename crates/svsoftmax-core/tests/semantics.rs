@@ -655,3 +655,23 @@ fn fallback_scores_never_rise_with_the_angle() {
         }
     }
 }
+
+#[test]
+fn probabilities_sum_to_one_when_the_top_logits_are_huge() {
+    // Fixed indicator with t = 1e30: columns 1 and 3 are support vectors whose logits
+    // 2 c + 2e30 both round to 2e30, where `max + ln Σ` rounds to `max`; the softmax must
+    // still share the mass between the tied columns rather than give each all of it.
+    let config = SvSoftmax::builder()
+        .scale(2.0)
+        .t(1e30)
+        .margin(Margin::additive(0.35))
+        .indicator(Indicator::Fixed)
+        .build()
+        .unwrap();
+    let cosines = [0.0309, 0.7938, -0.4433, 0.3196, -0.9175];
+    let matrix = CosineMatrix::new(&cosines, 1, 5).unwrap();
+    let rows = reference::breakdown(&config, matrix, &Targets::new(&[0])).unwrap();
+    let probabilities = rows[0].as_ref().unwrap().probabilities();
+    // Two tied columns of probability 1/2 each, the rest e^(-1e30) = 0: exact in f64.
+    assert_eq!(probabilities, vec![0.0, 0.5, 0.0, 0.5, 0.0]);
+}

@@ -35,6 +35,9 @@ where
     let (n_rows, n_classes) = (rows.size(), classes.size());
     targets.check(n_rows, n_classes)?;
     let pieces = Pieces::<E>::new(config)?;
+    if n_rows == 0 {
+        return crate::empty_rows(cosines);
+    }
     let dev = cosines.device().clone();
 
     let class_idx: Vec<usize> = targets.as_slice().iter().map(|t| t.unwrap_or(0)).collect();

@@ -126,9 +126,7 @@ where
                     .backward()
             }
         };
-        let grad_cosines: Vec<f64> = grads
-            .get(&input)
-            .as_vec()
+        let grad_cosines: Vec<f64> = crate::host(&grads.get(&input))
             .iter()
             .map(|g| g.widen())
             .collect();

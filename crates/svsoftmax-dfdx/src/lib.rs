@@ -174,7 +174,7 @@ impl SvSoftmaxLoss {
         T: Tape<E, D> + Merge<T>,
     {
         let rows = self.rows(cosines, targets, false)?;
-        check_row_losses::<E>(&rows.losses.as_vec())?;
+        check_row_losses::<E>(&host(&rows.losses))?;
         Ok(rows.losses)
     }
 
@@ -196,7 +196,7 @@ impl SvSoftmaxLoss {
         T: Tape<E, D> + Merge<T>,
     {
         let rows = self.rows(cosines, targets, true)?;
-        let row_losses: Vec<f64> = rows.losses.as_vec().iter().map(|l| l.widen()).collect();
+        let row_losses: Vec<f64> = host(&rows.losses).iter().map(|l| l.widen()).collect();
         let support_vectors = rows.support_vectors.unwrap_or_default();
         let diagnostics = targets
             .as_slice()
@@ -264,6 +264,15 @@ impl SvSoftmaxLoss {
         D: LossDevice<E>,
         T: Tape<E, D> + Merge<T>,
     {
+        if losses.shape().0.size() == 0 {
+            // dfdx's reductions index their input's first element; an empty batch sums to 0.
+            let (losses, tape) = losses.split_tape();
+            let zero = losses
+                .device()
+                .try_zeros()
+                .map_err(device::device_error("the loss"))?;
+            return Ok(zero.put_tape(tape));
+        }
         check_row_losses::<E>(&losses.as_vec())?;
         let n_active = targets.n_active();
         let weight = match self.config.reduction() {
@@ -287,6 +296,42 @@ impl SvSoftmaxLoss {
         }
         Ok(loss)
     }
+}
+
+/// A tensor's values on the host; dfdx 0.13's `as_vec` indexes past the end of an empty one.
+pub(crate) fn host<S: Shape, E: Dtype, D: Storage<E>, T>(tensor: &Tensor<S, E, D, T>) -> Vec<E> {
+    if tensor.shape().num_elements() == 0 {
+        Vec::new()
+    } else {
+        tensor.as_vec()
+    }
+}
+
+/// The rows of an empty batch: no loss, and a gradient (empty) for the cosines, so that
+/// `grads.get(&cosines)` finds one as for any other batch.
+pub(crate) fn empty_rows<B, K, E, D, T>(
+    cosines: Tensor<(B, K), E, D, T>,
+) -> Result<Rows<B, E, D, T>>
+where
+    B: Dim,
+    K: Dim,
+    E: DfdxFloat,
+    D: LossDevice<E>,
+    T: Tape<E, D>,
+{
+    let rows = cosines.shape().0;
+    let (cosines, mut tape) = cosines.split_tape();
+    let ghost = cosines.ghost();
+    tape.add_backward_op(move |grads| grads.try_alloc_for(&ghost));
+    let losses = cosines
+        .device()
+        .try_zeros_like(&(rows,))
+        .map_err(device::device_error("the row losses"))?;
+    Ok(Rows {
+        losses: losses.put_tape(tape),
+        target_scores: Vec::new(),
+        support_vectors: Some(Vec::new()),
+    })
 }
 
 fn check_row_losses<E: DfdxFloat>(losses: &[E]) -> Result<()> {

@@ -187,3 +187,33 @@ fn ignored_rows_are_never_read() {
         );
     }
 }
+
+#[test]
+fn a_target_slope_past_f32_is_a_hyperparameter_error() {
+    // s = 1e36 and s t are finite in f32, but the angular margin's slope, capped near
+    // 1 / sin 2^-12 ≈ 4097 next to ±1, times s is not: rejected before any gradient is NaN.
+    let dev: Cpu = Default::default();
+    let config = SvSoftmax::builder()
+        .scale(1e36)
+        .t(1.0)
+        .margin(Margin::angular(0.5))
+        .build()
+        .unwrap();
+    let cosines = dev.tensor_from_vec(vec![1.0f32, 0.2, -0.3, 0.1, 0.999, -0.5], (2, 3));
+    for implementation in [Implementation::Composed, Implementation::Fused] {
+        let loss = SvSoftmaxLoss::new(config).with_implementation(implementation);
+        let error = loss
+            .loss(cosines.leaky_trace(), &Targets::new(&[0, 1]))
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::Hyperparameter {
+                    name: "scale * steepest target slope",
+                    ..
+                }
+            ),
+            "{implementation:?}: {error}"
+        );
+    }
+}

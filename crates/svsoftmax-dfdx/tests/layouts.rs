@@ -210,3 +210,34 @@ fn batches_split_across_threads_keep_each_row_its_own_weight() {
         }
     }
 }
+
+#[test]
+fn an_empty_batch_has_loss_zero_and_an_empty_gradient() {
+    let dev: Cpu = Default::default();
+    let targets = Targets::new(&[]);
+    for implementation in IMPLEMENTATIONS {
+        let loss = SvSoftmaxLoss::new(config()).with_implementation(implementation);
+        let cosines = dev.tensor_from_vec(Vec::<f32>::new(), (0, 3));
+        let value = loss.loss(cosines.leaky_trace(), &targets).unwrap();
+        assert_eq!(value.array(), 0.0, "{implementation:?}");
+        // Shapes only: dfdx 0.13's `as_vec` panics on an empty tensor.
+        assert_eq!(value.backward().get(&cosines).shape(), &(0, 3));
+        let rows = loss.row_losses(cosines.clone(), &targets).unwrap();
+        assert_eq!(rows.shape(), &(0,));
+        let output = loss.forward(cosines.clone(), &targets).unwrap();
+        assert!(output.row_losses.is_empty() && output.diagnostics.is_empty());
+
+        let engine = svsoftmax_dfdx::DfdxEngine::<f64>::new(implementation);
+        let matrix = CosineMatrix::new(&[], 0, 3).unwrap();
+        let evaluation = svsoftmax_core::Engine::forward_backward(
+            &engine,
+            &config(),
+            matrix,
+            &targets,
+            Upstream::default(),
+        )
+        .unwrap();
+        assert_eq!(evaluation.forward.loss, 0.0);
+        assert!(evaluation.grad_cosines.is_empty());
+    }
+}
