@@ -1,0 +1,143 @@
+//! Trains one embedding model on the handwritten digits under each of five losses — plain
+//! softmax, AM-Softmax, SV-Softmax, SV-AM-Softmax and SV-Arc-Softmax — and compares them.
+//!
+//! The digits are the 1797 images of 8 x 8 pixels that `smartcore` ships, split 80/20 per
+//! digit. The model is a two-layer MLP embedding with the cosine head of `svsoftmax-dfdx`,
+//! trained by Adam from the same initial weights on the same batches under every loss.
+//! [`compare`] runs it all; the `digits` binary adds progress bars, the table and the plot.
+//!
+//! ```no_run
+//! let options = digits::Options::quick();
+//! let data = digits::Digits::load(options.seed)?;
+//! let runs = digits::compare(&data, &options, &mut ())?;
+//! println!("{}", digits::report::table(&runs));
+//! # Ok::<(), digits::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+pub mod data;
+pub mod losses;
+pub mod plot;
+pub mod report;
+pub mod train;
+
+pub use data::Digits;
+pub use losses::{losses, LossSpec};
+pub use train::{train, Epoch, Evaluation, Observer, Run};
+
+use std::path::PathBuf;
+
+/// Why a comparison could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The loss rejected its configuration or its input.
+    #[error(transparent)]
+    Loss(#[from] svsoftmax_core::Error),
+    /// An option is out of its range.
+    #[error("invalid {name}: expected {expected}, got {got}")]
+    Option {
+        /// The option, as the command line names it.
+        name: &'static str,
+        /// The range it must lie in.
+        expected: &'static str,
+        /// The value given.
+        got: String,
+    },
+    /// The embedded data set is not the one expected.
+    #[error("unexpected digits data: {0}")]
+    Data(String),
+    /// dfdx's optimizer failed to update the model.
+    #[error("the optimizer failed: {0}")]
+    Optimizer(String),
+    /// The plot could not be drawn or written.
+    #[error("cannot write the plot to {}: {message}", path.display())]
+    Plot {
+        /// Where the plot was to go.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// The training budget and hyperparameters shared by every loss.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Options {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Rows per step; the last batch of an epoch holds the rest.
+    pub batch_size: usize,
+    /// Adam's step size.
+    pub learning_rate: f64,
+    /// The scale `s` of every loss.
+    pub scale: f64,
+    /// Seeds the split, the initial weights and the batch order.
+    pub seed: u64,
+}
+
+impl Options {
+    /// The README's run.
+    pub const EPOCHS: usize = 40;
+    /// The `--quick` run's budget, which CI's test trains.
+    pub const QUICK_EPOCHS: usize = 8;
+
+    /// The README's run: [`Options::EPOCHS`] epochs.
+    pub fn full() -> Self {
+        Self {
+            epochs: Self::EPOCHS,
+            batch_size: 64,
+            learning_rate: 3e-3,
+            scale: 16.0,
+            seed: 0,
+        }
+    }
+
+    /// The same with [`Options::QUICK_EPOCHS`] epochs.
+    pub fn quick() -> Self {
+        Self {
+            epochs: Self::QUICK_EPOCHS,
+            ..Self::full()
+        }
+    }
+
+    /// Checks what the loss does not check itself.
+    ///
+    /// # Errors
+    /// [`Error::Option`] for no epoch, an empty batch or a step size that is not finite and
+    /// positive.
+    pub fn check(&self) -> Result<(), Error> {
+        let invalid = |name, expected, got: String| Err(Error::Option { name, expected, got });
+        if self.epochs == 0 {
+            return invalid("epochs", "at least 1", self.epochs.to_string());
+        }
+        if self.batch_size == 0 {
+            return invalid("batch size", "at least 1", self.batch_size.to_string());
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            let got = self.learning_rate.to_string();
+            return invalid("learning rate", "a finite number > 0", got);
+        }
+        Ok(())
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self::full()
+    }
+}
+
+/// Trains one model under each of [`losses`], in the table's order.
+///
+/// # Errors
+/// As [`losses`] and [`train`].
+pub fn compare(
+    digits: &Digits,
+    options: &Options,
+    observer: &mut dyn Observer,
+) -> Result<Vec<Run>, Error> {
+    losses(options.scale)?
+        .iter()
+        .map(|loss| train(loss, digits, options, observer))
+        .collect()
+}

@@ -1,0 +1,98 @@
+//! `digits`: trains the digit model under each loss, prints the comparison table and
+//! writes the plot.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use digits::{Digits, Epoch, LossSpec, Observer, Options, Run};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(about = "Train a handwritten-digit embedding under softmax, AM-Softmax, \
+    SV-Softmax, SV-AM-Softmax and SV-Arc-Softmax, and compare them")]
+struct Cli {
+    /// A short budget for a smoke test: 8 epochs instead of 40 (`--epochs` overrides it).
+    #[arg(long)]
+    quick: bool,
+    /// Passes over the training set, for every loss.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    epochs: Option<u32>,
+    /// Seeds the train/test split, the initial weights and the batch order.
+    #[arg(long, default_value_t = Options::full().seed)]
+    seed: u64,
+    /// Where to write the PNG plot.
+    #[arg(long, default_value = "target/digits.png")]
+    out: PathBuf,
+}
+
+/// A progress bar per run, on standard error; indicatif hides it when that is no terminal.
+struct Bars {
+    bar: ProgressBar,
+}
+
+impl Observer for Bars {
+    fn started(&mut self, loss: &LossSpec, epochs: usize) {
+        let style = ProgressStyle::with_template(
+            "{prefix:>15} [{bar:30}] {pos:>3}/{len} epochs {elapsed:>4} {msg}",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> ");
+        self.bar = ProgressBar::new(epochs as u64)
+            .with_style(style)
+            .with_prefix(loss.name);
+    }
+
+    fn epoch(&mut self, epoch: &Epoch) {
+        self.bar.set_message(format!(
+            "loss {:.4}, test accuracy {:.1}%",
+            epoch.train_loss,
+            100.0 * epoch.test_accuracy
+        ));
+        self.bar.inc(1);
+    }
+
+    fn finished(&mut self, _run: &Run) {
+        self.bar.finish();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut options = if cli.quick {
+        Options::quick()
+    } else {
+        Options::full()
+    };
+    if let Some(epochs) = cli.epochs {
+        options.epochs = epochs as usize;
+    }
+    options.seed = cli.seed;
+    match run(&options, &cli.out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(options: &Options, out: &std::path::Path) -> Result<(), digits::Error> {
+    let start = Instant::now();
+    options.check()?;
+    let split = Digits::load(options.seed)?;
+    println!(
+        "{}\n",
+        digits::report::setup(options, split.train.len(), split.test.len())
+    );
+    let mut bars = Bars {
+        bar: ProgressBar::hidden(),
+    };
+    let runs = digits::compare(&split, options, &mut bars)?;
+    println!("\n{}", digits::report::table(&runs));
+    digits::plot::plot(&runs, out)?;
+    println!("plot written to {}", out.display());
+    println!("total time {:.1}s", start.elapsed().as_secs_f64());
+    Ok(())
+}
