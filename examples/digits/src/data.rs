@@ -129,7 +129,10 @@ mod tests {
         // Each digit has 174 to 183 images; 20% rounds to 35 to 37 of them.
         for digit in 0..CLASSES {
             let in_test = digits.test.labels.iter().filter(|&&l| l == digit).count();
-            assert!((35..=37).contains(&in_test), "digit {digit}: {in_test} in test");
+            assert!(
+                (35..=37).contains(&in_test),
+                "digit {digit}: {in_test} in test"
+            );
         }
     }
 

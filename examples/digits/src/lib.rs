@@ -7,10 +7,8 @@
 //! [`compare`] runs it all; the `digits` binary adds progress bars, the table and the plot.
 //!
 //! ```no_run
-//! let options = digits::Options::quick();
-//! let data = digits::Digits::load(options.seed)?;
-//! let runs = digits::compare(&data, &options, &mut ())?;
-//! println!("{}", digits::report::table(&runs));
+//! let comparisons = digits::compare(&digits::Options::quick(), &mut ())?;
+//! println!("{}", digits::report::table(&comparisons));
 //! # Ok::<(), digits::Error>(())
 //! ```
 #![warn(missing_docs)]
@@ -23,7 +21,7 @@ pub mod train;
 
 pub use data::Digits;
 pub use losses::{losses, LossSpec};
-pub use train::{train, Epoch, Evaluation, Observer, Run};
+pub use train::{train, Comparison, Epoch, Evaluation, Observer, Run};
 
 use std::path::PathBuf;
 
@@ -71,17 +69,22 @@ pub struct Options {
     pub learning_rate: f64,
     /// The scale `s` of every loss.
     pub scale: f64,
-    /// Seeds the split, the initial weights and the batch order.
+    /// Seeds the split, the initial weights and the batch order of the first run; the
+    /// others take the next seeds.
     pub seed: u64,
+    /// Runs per loss, each from its own seed, over which the table averages.
+    pub seeds: usize,
 }
 
 impl Options {
     /// The README's run.
     pub const EPOCHS: usize = 40;
-    /// The `--quick` run's budget, which CI's test trains.
+    /// The README's runs per loss.
+    pub const SEEDS: usize = 5;
+    /// The `--quick` run's budget, which CI's test trains: one seed.
     pub const QUICK_EPOCHS: usize = 8;
 
-    /// The README's run: [`Options::EPOCHS`] epochs.
+    /// The README's run: [`Options::SEEDS`] runs per loss of [`Options::EPOCHS`] epochs.
     pub fn full() -> Self {
         Self {
             epochs: Self::EPOCHS,
@@ -89,13 +92,15 @@ impl Options {
             learning_rate: 3e-3,
             scale: 16.0,
             seed: 0,
+            seeds: Self::SEEDS,
         }
     }
 
-    /// The same with [`Options::QUICK_EPOCHS`] epochs.
+    /// One run per loss of [`Options::QUICK_EPOCHS`] epochs.
     pub fn quick() -> Self {
         Self {
             epochs: Self::QUICK_EPOCHS,
+            seeds: 1,
             ..Self::full()
         }
     }
@@ -103,12 +108,22 @@ impl Options {
     /// Checks what the loss does not check itself.
     ///
     /// # Errors
-    /// [`Error::Option`] for no epoch, an empty batch or a step size that is not finite and
-    /// positive.
+    /// [`Error::Option`] for no epoch, no seed, an empty batch or a step size that is not
+    /// finite and positive.
     pub fn check(&self) -> Result<(), Error> {
-        let invalid = |name, expected, got: String| Err(Error::Option { name, expected, got });
+        let invalid = |name, expected, got: String| {
+            Err(Error::Option {
+                name,
+                expected,
+                got,
+            })
+        };
         if self.epochs == 0 {
             return invalid("epochs", "at least 1", self.epochs.to_string());
+        }
+        if self.seeds == 0 || self.seed.checked_add(self.seeds as u64 - 1).is_none() {
+            let got = format!("{} from {}", self.seeds, self.seed);
+            return invalid("seeds", "at least 1, all below 2^64", got);
         }
         if self.batch_size == 0 {
             return invalid("batch size", "at least 1", self.batch_size.to_string());
@@ -127,17 +142,36 @@ impl Default for Options {
     }
 }
 
-/// Trains one model under each of [`losses`], in the table's order.
+/// Trains one model per seed under each of [`losses`], in the table's order. Each seed
+/// makes its own split of the digits; every loss sees the same splits, initial weights and
+/// batches.
 ///
 /// # Errors
-/// As [`losses`] and [`train`].
-pub fn compare(
-    digits: &Digits,
-    options: &Options,
-    observer: &mut dyn Observer,
-) -> Result<Vec<Run>, Error> {
-    losses(options.scale)?
+/// As [`Options::check`], [`Digits::load`], [`losses`] and [`train`].
+pub fn compare(options: &Options, observer: &mut dyn Observer) -> Result<Vec<Comparison>, Error> {
+    options.check()?;
+    let seeds: Vec<u64> = (0..options.seeds as u64)
+        .map(|i| options.seed + i)
+        .collect();
+    let splits = seeds
         .iter()
-        .map(|loss| train(loss, digits, options, observer))
-        .collect()
+        .map(|&seed| Digits::load(seed))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut comparisons = Vec::new();
+    for loss in losses(options.scale)? {
+        observer.started(&loss, options.epochs * seeds.len());
+        let runs = seeds
+            .iter()
+            .zip(&splits)
+            .map(|(&seed, digits)| {
+                let options = Options { seed, ..*options };
+                train(&loss, digits, &options, observer)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let comparison = Comparison { loss, runs };
+        observer.finished(&comparison);
+        comparisons.push(comparison);
+    }
+    Ok(comparisons)
 }

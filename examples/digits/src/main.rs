@@ -6,22 +6,38 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use digits::{Digits, Epoch, LossSpec, Observer, Options, Run};
+use digits::{Comparison, Digits, Epoch, LossSpec, Observer, Options};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
-#[command(about = "Train a handwritten-digit embedding under softmax, AM-Softmax, \
-    SV-Softmax, SV-AM-Softmax and SV-Arc-Softmax, and compare them")]
+#[command(
+    about = "Train a handwritten-digit embedding under softmax, AM-Softmax, \
+    SV-Softmax, SV-AM-Softmax and SV-Arc-Softmax, and compare them"
+)]
 struct Cli {
-    /// A short budget for a smoke test: 8 epochs instead of 40 (`--epochs` overrides it).
+    /// A short budget for a smoke test: one seed of 8 epochs instead of 5 of 40
+    /// (`--epochs` and `--seeds` override it).
     #[arg(long)]
     quick: bool,
-    /// Passes over the training set, for every loss.
+    /// Passes over the training set, for every loss and seed.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     epochs: Option<u32>,
-    /// Seeds the train/test split, the initial weights and the batch order.
+    /// Runs per loss, from the seeds `--seed`, `--seed` + 1, ...
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    seeds: Option<u32>,
+    /// The first seed of the train/test split, the initial weights and the batch order.
     #[arg(long, default_value_t = Options::full().seed)]
     seed: u64,
+    /// The scale `s` of every loss.
+    #[arg(long, default_value_t = Options::full().scale)]
+    scale: f64,
+    /// Adam's step size.
+    #[arg(long, default_value_t = Options::full().learning_rate)]
+    learning_rate: f64,
+    /// Rows per training step.
+    #[arg(long, default_value_t = Options::full().batch_size as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
     /// Where to write the PNG plot.
     #[arg(long, default_value = "target/digits.png")]
     out: PathBuf,
@@ -53,7 +69,7 @@ impl Observer for Bars {
         self.bar.inc(1);
     }
 
-    fn finished(&mut self, _run: &Run) {
+    fn finished(&mut self, _comparison: &Comparison) {
         self.bar.finish();
     }
 }
@@ -68,7 +84,13 @@ fn main() -> ExitCode {
     if let Some(epochs) = cli.epochs {
         options.epochs = epochs as usize;
     }
+    if let Some(seeds) = cli.seeds {
+        options.seeds = seeds as usize;
+    }
     options.seed = cli.seed;
+    options.scale = cli.scale;
+    options.learning_rate = cli.learning_rate;
+    options.batch_size = cli.batch_size as usize;
     match run(&options, &cli.out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -89,9 +111,9 @@ fn run(options: &Options, out: &std::path::Path) -> Result<(), digits::Error> {
     let mut bars = Bars {
         bar: ProgressBar::hidden(),
     };
-    let runs = digits::compare(&split, options, &mut bars)?;
-    println!("\n{}", digits::report::table(&runs));
-    digits::plot::plot(&runs, out)?;
+    let comparisons = digits::compare(options, &mut bars)?;
+    println!("\n{}", digits::report::table(&comparisons));
+    digits::plot::plot(&comparisons, out)?;
     println!("plot written to {}", out.display());
     println!("total time {:.1}s", start.elapsed().as_secs_f64());
     Ok(())

@@ -2,11 +2,12 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordusize;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::register_font;
 
-use crate::{Epoch, Error, Run};
+use crate::{Comparison, Epoch, Error};
 
 /// The picture's size in pixels: two panels side by side.
 pub const SIZE: (u32, u32) = (1200, 480);
@@ -25,12 +26,18 @@ const COLORS: [RGBColor; 5] = [
 /// needs no font installed on the machine.
 const FONT: &str = "sans-serif";
 
-/// Draws test accuracy (left) and the training support-vector fraction (right) against
-/// the epoch for every run, and writes the PNG to `path`.
+/// The support-vector fraction's floor on its logarithmic axis: a fifth of one support
+/// vector in an epoch of the training set, so that a mean over five seeds with any support
+/// vector shows above it and an epoch with none lies on the bottom edge.
+const FRACTION_FLOOR: f64 = 1e-5;
+
+/// Draws test accuracy (left) and the training support-vector fraction (right, on a
+/// logarithmic axis) against the epoch, each the mean over seeds, one line per loss, and
+/// writes the PNG to `path`.
 ///
 /// # Errors
 /// [`Error::Plot`] if the font does not load, or the file or its folder cannot be made.
-pub fn plot(runs: &[Run], path: &Path) -> Result<(), Error> {
+pub fn plot(comparisons: &[Comparison], path: &Path) -> Result<(), Error> {
     let fail = |message: String| Error::Plot {
         path: path.to_owned(),
         message,
@@ -41,89 +48,120 @@ pub fn plot(runs: &[Run], path: &Path) -> Result<(), Error> {
     register_font(FONT, FontStyle::Normal, dejavu::sans::regular())
         .map_err(|_| fail("the embedded DejaVu Sans font does not parse".to_owned()))?;
 
+    let lines: Vec<Line> = comparisons
+        .iter()
+        .zip(COLORS.iter().cycle())
+        .map(|(comparison, &color)| Line {
+            name: comparison.loss.name,
+            color,
+            history: comparison.mean_history(),
+        })
+        .collect();
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
     let (left, right) = root.split_horizontally(SIZE.0 / 2);
-    let accuracy = |epoch: &Epoch| 100.0 * epoch.test_accuracy;
-    let fraction = |epoch: &Epoch| epoch.support_vector_fraction();
-    let lowest_accuracy = series_min(runs, accuracy);
-    // Accuracy starts well above chance after one epoch; a floor at a multiple of 10
-    // keeps the lines apart where they converge.
-    let accuracy_floor = (lowest_accuracy / 10.0).floor() * 10.0;
-    let accuracy_panel = Panel {
-        title: "test accuracy (%)",
-        y_range: accuracy_floor.min(90.0)..100.0,
-        value: &accuracy,
-        legend: SeriesLabelPosition::LowerRight,
-    };
-    let fraction_panel = Panel {
-        title: "support vectors per row / (classes - 1), training",
-        y_range: 0.0..(1.1 * series_max(runs, fraction)).max(1e-3),
-        value: &fraction,
-        legend: SeriesLabelPosition::UpperRight,
-    };
-    accuracy_panel
-        .draw(&left, runs)
-        .map_err(|e| fail(e.to_string()))?;
-    fraction_panel
-        .draw(&right, runs)
-        .map_err(|e| fail(e.to_string()))?;
+    draw_accuracy(&left, &lines).map_err(|e| fail(e.to_string()))?;
+    draw_fraction(&right, &lines).map_err(|e| fail(e.to_string()))?;
     root.present().map_err(|e| fail(e.to_string()))
 }
 
-/// One chart: a quantity of each epoch, a line per run.
-struct Panel<'a> {
-    title: &'static str,
-    y_range: std::ops::Range<f64>,
-    value: &'a dyn Fn(&Epoch) -> f64,
-    legend: SeriesLabelPosition,
+/// One loss's mean curve.
+struct Line {
+    name: &'static str,
+    color: RGBColor,
+    history: Vec<Epoch>,
 }
 
+type Area<DB> = DrawingArea<DB, Shift>;
 type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
-impl Panel<'_> {
-    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>, runs: &[Run]) -> DrawResult<DB> {
-        let epochs = runs.iter().map(|run| run.history.len()).max().unwrap_or(1);
-        let mut chart = ChartBuilder::on(area)
-            .caption(self.title, (FONT, 20))
-            .margin(14)
-            .x_label_area_size(40)
-            .y_label_area_size(56)
-            .build_cartesian_2d(1.0..epochs.max(2) as f64, self.y_range.clone())?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .label_style((FONT, 14))
-            .draw()?;
-
-        for (run, &color) in runs.iter().zip(COLORS.iter().cycle()) {
-            let points = run
-                .history
-                .iter()
-                .map(|epoch| (epoch.epoch as f64, (self.value)(epoch)));
-            chart
-                .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-                .label(run.loss.name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .position(self.legend.clone())
-            .label_font((FONT, 15))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
+fn draw_accuracy<DB: DrawingBackend>(area: &Area<DB>, lines: &[Line]) -> DrawResult<DB> {
+    let accuracy = |epoch: &Epoch| 100.0 * epoch.test_accuracy;
+    let lowest = lines
+        .iter()
+        .flat_map(|line| line.history.iter().map(accuracy))
+        .fold(100.0, f64::min);
+    // A floor at a multiple of 10 shows the first epochs and keeps room above.
+    let floor = ((lowest / 10.0).floor() * 10.0).min(90.0);
+    let mut chart = ChartBuilder::on(area)
+        .caption("test accuracy (%)", (FONT, 20))
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(epoch_range(lines), floor..100.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .label_style((FONT, 14))
+        .light_line_style(RGBColor(238, 238, 238))
+        .draw()?;
+    for line in lines {
+        let points = line.history.iter().map(|e| (e.epoch, accuracy(e)));
+        draw_line(&mut chart, line, points)?;
     }
+    draw_legend(&mut chart, SeriesLabelPosition::LowerRight)
 }
 
-fn series_min(runs: &[Run], value: impl Fn(&Epoch) -> f64) -> f64 {
-    let values = runs.iter().flat_map(|run| run.history.iter().map(&value));
-    values.fold(f64::INFINITY, f64::min)
+fn draw_fraction<DB: DrawingBackend>(area: &Area<DB>, lines: &[Line]) -> DrawResult<DB> {
+    let mut chart = ChartBuilder::on(area)
+        .caption("support vectors / (classes - 1), training rows", (FONT, 20))
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(epoch_range(lines), (FRACTION_FLOOR..1.0).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .label_style((FONT, 14))
+        .light_line_style(RGBColor(238, 238, 238))
+        .y_label_formatter(&|v| format!("{v:.0e}"))
+        .draw()?;
+    for line in lines {
+        let points = line.history.iter().map(|e| {
+            let fraction = e.support_vector_fraction();
+            (e.epoch, fraction.max(FRACTION_FLOOR))
+        });
+        draw_line(&mut chart, line, points)?;
+    }
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
-fn series_max(runs: &[Run], value: impl Fn(&Epoch) -> f64) -> f64 {
-    let values = runs.iter().flat_map(|run| run.history.iter().map(&value));
-    values.fold(f64::NEG_INFINITY, f64::max)
+/// Epochs from 1 to the longest history (at least 2, so that the axis has a length).
+fn epoch_range(lines: &[Line]) -> std::ops::Range<usize> {
+    let epochs = lines.iter().map(|line| line.history.len()).max();
+    1..epochs.unwrap_or(0).max(2)
+}
+
+fn draw_line<'a, DB, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordusize, Y>>,
+    line: &Line,
+    points: impl Iterator<Item = (usize, f64)>,
+) -> DrawResult<DB>
+where
+    DB: DrawingBackend + 'a,
+    Y: Ranged<ValueType = f64>,
+{
+    let color = line.color;
+    chart
+        .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+        .label(line.name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2)));
+    Ok(())
+}
+
+fn draw_legend<'a, DB, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordusize, Y>>,
+    position: SeriesLabelPosition,
+) -> DrawResult<DB>
+where
+    DB: DrawingBackend + 'a,
+    Y: Ranged<ValueType = f64>,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font((FONT, 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
 }

@@ -4,26 +4,32 @@ use std::fmt::Write;
 
 use crate::data::PIXELS;
 use crate::train::{EMBEDDING, HIDDEN};
-use crate::{Options, Run};
+use crate::{Comparison, Options};
 
-/// What was trained, in one line above the table.
+/// What was trained, in two lines above the table.
 pub fn setup(options: &Options, n_train: usize, n_test: usize) -> String {
+    let seeds = match options.seeds {
+        1 => format!("seed {}", options.seed),
+        n => format!("seeds {} to {}", options.seed, options.seed + n as u64 - 1),
+    };
     format!(
         "{n_train} training and {n_test} test images; MLP {PIXELS}-{HIDDEN}-{EMBEDDING} + \
-         cosine head; s = {}, Adam lr = {}, batch {}, {} epochs, seed {}",
-        options.scale, options.learning_rate, options.batch_size, options.epochs, options.seed
+         cosine head; s = {}, Adam lr = {}, batch {}, {} epochs\n\
+         one run per loss and seed ({seeds}); the table gives means over seeds, \
+         ± the standard deviation",
+        options.scale, options.learning_rate, options.batch_size, options.epochs
     )
 }
 
-/// One row per run: test accuracy, final training loss, support vectors per row at the
+/// One row per loss: test accuracy, final training loss, support vectors per row at the
 /// end (and as a share of the nine other classes), the mean test angles to the own and the
-/// nearest other class weight with their gap, and the run's time.
-pub fn table(runs: &[Run]) -> String {
+/// nearest other class weight with their gap, and the time of the loss's runs.
+pub fn table(comparisons: &[Comparison]) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(
         out,
-        "{:<15} {:<19} {:>8} {:>10} {:>6} {:>7} {:>7} {:>8} {:>7} {:>7}",
+        "{:<15} {:<20} {:>12} {:>10} {:>6} {:>7} {:>6} {:>7} {:>12} {:>6}",
         "loss",
         "parameters",
         "test acc",
@@ -35,21 +41,23 @@ pub fn table(runs: &[Run]) -> String {
         "gap",
         "time"
     );
-    for run in runs {
-        let (last, test) = (run.last(), &run.test);
+    for comparison in comparisons {
+        let (accuracy, accuracy_sd) = comparison.spread(|run| 100.0 * run.test.accuracy);
+        let (gap, gap_sd) = comparison.spread(|run| run.test.angle_gap());
+        let sv_fraction = comparison.mean(|run| 100.0 * run.last().support_vector_fraction());
         let _ = writeln!(
             out,
-            "{:<15} {:<19} {:>7.1}% {:>10.4} {:>6.3} {:>6.1}% {:>6.1}° {:>7.1}° {:>6.1}° {:>6.1}s",
-            run.loss.name,
-            run.loss.parameters(),
-            100.0 * test.accuracy,
-            last.train_loss,
-            last.support_vectors,
-            100.0 * last.support_vector_fraction(),
-            test.own_angle,
-            test.other_angle,
-            test.angle_gap(),
-            run.elapsed.as_secs_f64()
+            "{:<15} {:<20} {:>12} {:>10.4} {:>6.3} {:>6.2}% {:>5.1}° {:>6.1}° {:>12} {:>5.1}s",
+            comparison.loss.name,
+            comparison.loss.parameters(),
+            format!("{accuracy:.1} ± {accuracy_sd:.1}%"),
+            comparison.mean(|run| run.last().train_loss),
+            comparison.mean(|run| run.last().support_vectors),
+            sv_fraction,
+            comparison.mean(|run| run.test.own_angle),
+            comparison.mean(|run| run.test.other_angle),
+            format!("{gap:.1} ± {gap_sd:.1}°"),
+            comparison.elapsed().as_secs_f64()
         );
     }
     out

@@ -67,11 +67,11 @@ impl Evaluation {
     }
 }
 
-/// One loss's training run.
+/// One loss's training run from one seed.
 #[derive(Debug, Clone)]
 pub struct Run {
-    /// The loss trained with.
-    pub loss: LossSpec,
+    /// The seed of its split, initial weights and batch order.
+    pub seed: u64,
     /// One entry per epoch, in order; never empty.
     pub history: Vec<Epoch>,
     /// The trained model on the test set.
@@ -89,18 +89,70 @@ impl Run {
     }
 }
 
-/// Told about a run's progress; every method does nothing unless overridden.
+/// Told about the training's progress; every method does nothing unless overridden.
 pub trait Observer {
-    /// A run of `epochs` epochs under `loss` starts.
+    /// The runs under `loss` start: `epochs` epochs in all, over every seed.
     fn started(&mut self, _loss: &LossSpec, _epochs: usize) {}
     /// An epoch ended.
     fn epoch(&mut self, _epoch: &Epoch) {}
-    /// The run ended.
-    fn finished(&mut self, _run: &Run) {}
+    /// The runs under the loss ended.
+    fn finished(&mut self, _comparison: &Comparison) {}
 }
 
 /// Observes nothing.
 impl Observer for () {}
+
+/// The runs of one loss, one per seed.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    /// The loss trained with.
+    pub loss: LossSpec,
+    /// One run per seed; never empty.
+    pub runs: Vec<Run>,
+}
+
+impl Comparison {
+    /// The mean and the standard deviation (over seeds, `n - 1` in the denominator; 0 for
+    /// one seed) of a quantity of each run.
+    pub fn spread(&self, value: impl Fn(&Run) -> f64) -> (f64, f64) {
+        let values: Vec<f64> = self.runs.iter().map(value).collect();
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let squares = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>();
+        let deviation = if values.len() > 1 {
+            (squares / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
+        (mean, deviation)
+    }
+
+    /// The mean of a quantity over seeds.
+    pub fn mean(&self, value: impl Fn(&Run) -> f64) -> f64 {
+        self.spread(value).0
+    }
+
+    /// Epoch by epoch, the mean over seeds of each quantity.
+    pub fn mean_history(&self) -> Vec<Epoch> {
+        let epochs = self.runs.iter().map(|run| run.history.len()).min();
+        (0..epochs.unwrap_or(0))
+            .map(|i| {
+                let at = |value: fn(&Epoch) -> f64| self.mean(|run| value(&run.history[i]));
+                Epoch {
+                    epoch: i + 1,
+                    train_loss: at(|e| e.train_loss),
+                    support_vectors: at(|e| e.support_vectors),
+                    test_accuracy: at(|e| e.test_accuracy),
+                }
+            })
+            .collect()
+    }
+
+    /// The time of all its runs.
+    pub fn elapsed(&self) -> Duration {
+        self.runs.iter().map(|run| run.elapsed).sum()
+    }
+}
 
 /// Trains a freshly built model under `loss` and evaluates it on the test set after every
 /// epoch. The initial weights and the order of the batches depend on `options.seed` alone,
@@ -129,7 +181,6 @@ pub fn train(
     let mut order: Vec<usize> = (0..digits.train.len()).collect();
     let mut rng = StdRng::seed_from_u64(options.seed);
 
-    observer.started(loss, options.epochs);
     let mut history = Vec::with_capacity(options.epochs);
     for epoch in 1..=options.epochs {
         order.shuffle(&mut rng);
@@ -158,14 +209,12 @@ pub fn train(
         history.push(record);
     }
 
-    let run = Run {
-        loss: *loss,
+    Ok(Run {
+        seed: options.seed,
         history,
         test: evaluate(&dev, &model, &digits.test),
         elapsed: start.elapsed(),
-    };
-    observer.finished(&run);
-    Ok(run)
+    })
 }
 
 /// Sums over an epoch's rows.
