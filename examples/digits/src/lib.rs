@@ -34,7 +34,7 @@ pub enum Error {
     Loss(#[from] svsoftmax_core::Error),
     /// An option is out of its range.
     #[error("invalid {name}: expected {expected}, got {got}")]
-    Option {
+    InvalidOption {
         /// The option, as the command line names it.
         name: &'static str,
         /// The range it must lie in.
@@ -105,14 +105,15 @@ impl Options {
         }
     }
 
-    /// Checks what the loss does not check itself.
+    /// Checks the options before any training.
     ///
     /// # Errors
-    /// [`Error::Option`] for no epoch, no seed, an empty batch or a step size that is not
-    /// finite and positive.
+    /// [`Error::InvalidOption`] for no epoch, no seed, an empty batch or a step size that is
+    /// not finite and positive, and the core's error for a scale it rejects.
     pub fn check(&self) -> Result<(), Error> {
+        losses(self.scale)?;
         let invalid = |name, expected, got: String| {
-            Err(Error::Option {
+            Err(Error::InvalidOption {
                 name,
                 expected,
                 got,

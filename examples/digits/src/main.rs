@@ -1,7 +1,7 @@
 //! `digits`: trains the digit model under each loss, prints the comparison table and
 //! writes the plot.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
 #[command(
+    allow_negative_numbers = true,
     about = "Train a handwritten-digit embedding under softmax, AM-Softmax, \
     SV-Softmax, SV-AM-Softmax and SV-Arc-Softmax, and compare them"
 )]
@@ -43,7 +44,8 @@ struct Cli {
     out: PathBuf,
 }
 
-/// A progress bar per run, on standard error; indicatif hides it when that is no terminal.
+/// A progress bar per loss over all its seeds' epochs, on standard error; indicatif
+/// draws nothing when that is not a terminal.
 struct Bars {
     bar: ProgressBar,
 }
@@ -74,24 +76,28 @@ impl Observer for Bars {
     }
 }
 
+impl Cli {
+    /// The budget `--quick` picks, with the flags given on top.
+    fn options(&self) -> Options {
+        let base = if self.quick {
+            Options::quick()
+        } else {
+            Options::full()
+        };
+        Options {
+            epochs: self.epochs.map_or(base.epochs, |epochs| epochs as usize),
+            seeds: self.seeds.map_or(base.seeds, |seeds| seeds as usize),
+            seed: self.seed,
+            scale: self.scale,
+            learning_rate: self.learning_rate,
+            batch_size: self.batch_size as usize,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut options = if cli.quick {
-        Options::quick()
-    } else {
-        Options::full()
-    };
-    if let Some(epochs) = cli.epochs {
-        options.epochs = epochs as usize;
-    }
-    if let Some(seeds) = cli.seeds {
-        options.seeds = seeds as usize;
-    }
-    options.seed = cli.seed;
-    options.scale = cli.scale;
-    options.learning_rate = cli.learning_rate;
-    options.batch_size = cli.batch_size as usize;
-    match run(&options, &cli.out) {
+    match run(&cli.options(), &cli.out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
@@ -100,12 +106,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(options: &Options, out: &std::path::Path) -> Result<(), digits::Error> {
+fn run(options: &Options, out: &Path) -> Result<(), digits::Error> {
     let start = Instant::now();
     options.check()?;
+    digits::plot::check_path(out)?;
     let split = Digits::load(options.seed)?;
     println!(
-        "{}\n",
+        "{}",
         digits::report::setup(options, split.train.len(), split.test.len())
     );
     let mut bars = Bars {

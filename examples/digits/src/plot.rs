@@ -26,9 +26,9 @@ const COLORS: [RGBColor; 5] = [
 /// needs no font installed on the machine.
 const FONT: &str = "sans-serif";
 
-/// The support-vector fraction's floor on its logarithmic axis: a fifth of one support
-/// vector in an epoch of the training set, so that a mean over five seeds with any support
-/// vector shows above it and an epoch with none lies on the bottom edge.
+/// The support-vector fraction's floor on its logarithmic axis, below the smallest mean
+/// over five seeds that is not zero (one support vector in one seed's epoch,
+/// `1 / (1438 · 9 · 5)` ≈ 1.5e-5): an epoch with none lies on the bottom edge.
 const FRACTION_FLOOR: f64 = 1e-5;
 
 /// Draws test accuracy (left) and the training support-vector fraction (right, on a
@@ -38,6 +38,7 @@ const FRACTION_FLOOR: f64 = 1e-5;
 /// # Errors
 /// [`Error::Plot`] if the font does not load, or the file or its folder cannot be made.
 pub fn plot(comparisons: &[Comparison], path: &Path) -> Result<(), Error> {
+    check_path(path)?;
     let fail = |message: String| Error::Plot {
         path: path.to_owned(),
         message,
@@ -63,6 +64,22 @@ pub fn plot(comparisons: &[Comparison], path: &Path) -> Result<(), Error> {
     draw_accuracy(&left, &lines).map_err(|e| fail(e.to_string()))?;
     draw_fraction(&right, &lines).map_err(|e| fail(e.to_string()))?;
     root.present().map_err(|e| fail(e.to_string()))
+}
+
+/// Checks that `path` names a PNG file, before the training that precedes the plot.
+///
+/// # Errors
+/// [`Error::Plot`] unless the path ends in `.png` (any case).
+pub fn check_path(path: &Path) -> Result<(), Error> {
+    let extension = path.extension().and_then(|e| e.to_str());
+    if extension.is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+        Ok(())
+    } else {
+        Err(Error::Plot {
+            path: path.to_owned(),
+            message: "expected a file name ending in .png".to_owned(),
+        })
+    }
 }
 
 /// One loss's mean curve.
