@@ -105,7 +105,7 @@ fn through_normalization(
     grad: Array2<f32>,
 ) -> Array2<f32> {
     let along = (&unit * &grad).sum_axis(Axis(1)).insert_axis(Axis(1));
-    (&grad - &(&unit * &along)) / &norms.view().insert_axis(Axis(1))
+    (&grad - &(&unit * &along)) / norms.view().insert_axis(Axis(1))
 }
 
 /// A value in [-1, 1) from a 64-bit hash of `seed` (SplitMix64's finalizer).
