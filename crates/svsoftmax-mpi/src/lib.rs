@@ -295,3 +295,8 @@ fn evaluate<T: Transport, E: Element>(
     grad.assign(&contiguous);
     Ok(())
 }
+
+/// The crate README's examples, compiled as doctests (not run: they need `mpirun`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
