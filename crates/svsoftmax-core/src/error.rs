@@ -255,7 +255,9 @@ pub enum Error {
     },
 
     /// An input that every rank must pass alike differs between ranks.
-    #[error("inputs differ across ranks: expected rank {rank} to pass rank 0's {what}, got others")]
+    #[error(
+        "inputs differ across ranks: expected rank {rank} to pass rank 0's {what}, got others"
+    )]
     ShardMismatch {
         /// The first rank whose input differs from rank 0's.
         rank: usize,

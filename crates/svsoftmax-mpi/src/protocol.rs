@@ -333,6 +333,8 @@ impl<E: Element> Step<'_, E> {
                 self.pieces.check_logit(row, col, value, logit).err()
             }
         };
+        // The check failed on the owner with this very value, so it fails here too; the
+        // fallback only keeps this path free of panics.
         Some(error.unwrap_or(Error::NonFiniteCosine {
             row,
             col,

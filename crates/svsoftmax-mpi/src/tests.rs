@@ -196,6 +196,68 @@ fn a_bad_input_gives_every_shard_the_same_error() {
 }
 
 #[test]
+fn a_forward_call_among_backward_ones_is_named() {
+    let case = &check::cases(2, SEED)[0];
+    let inputs = check::shard_inputs(case);
+    let group = Group::new(2);
+    let outcomes: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|rank| {
+                let (group, input) = (&group, &inputs[rank]);
+                scope.spawn(move || {
+                    let member = Member { group, rank };
+                    let block = input.block::<f64>();
+                    let mut grad = Array2::zeros(input.grad_shape);
+                    let backward = (rank == 0).then(|| (case.upstream(), grad.view_mut()));
+                    let mut out = Forward::default();
+                    let mut buffers = Buffers::default();
+                    let columns = input.columns.clone();
+                    let (config, targets) = (&case.config, &input.targets);
+                    let result = crate::evaluate(
+                        &member,
+                        &mut buffers,
+                        columns,
+                        config,
+                        block.view(),
+                        targets,
+                        backward,
+                        &mut out,
+                    );
+                    result.map_or_else(|error| error.to_string(), |()| "no error".into())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap())
+            .collect()
+    });
+    let expected = svsoftmax_core::Error::ShardMismatch {
+        rank: 1,
+        what: "call",
+    }
+    .to_string();
+    assert_eq!(outcomes, vec![expected.clone(), expected]);
+}
+
+#[test]
+fn an_empty_batch_has_loss_zero() {
+    let config = SvSoftmax::default();
+    let inputs: Vec<ShardInput> = [0..3, 3..5]
+        .into_iter()
+        .map(|columns| ShardInput {
+            cosines: Array2::zeros((0, columns.len())),
+            grad_shape: (0, columns.len()),
+            columns,
+            targets: Targets::new(&[]),
+        })
+        .collect();
+    for (result, _) in run_shards::<f32>(&config, &inputs, Some(Upstream::default())) {
+        assert_eq!(result.unwrap().loss, 0.0);
+    }
+}
+
+#[test]
 fn even_columns_tile_the_classes() {
     for n_classes in 0..20 {
         for n_shards in 1..6 {

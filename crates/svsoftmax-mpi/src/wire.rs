@@ -134,18 +134,19 @@ pub(crate) mod field {
     pub const GRAD_ROWS: usize = 4;
     pub const GRAD_COLS: usize = 5;
     pub const TARGETS: usize = 6;
-    /// The first fingerprint; the five that follow are named by [`super::FINGERPRINTS`].
+    /// The first of the five fingerprints, named in order by [`super::FINGERPRINTS`].
     pub const FINGERPRINTS: usize = 7;
     pub const LEN: usize = 12;
 }
 
 /// What each fingerprint covers, in the header's order, as the mismatch error names it.
+/// The call comes before the upstream gradient, which a forward pass does not have.
 pub(crate) const FINGERPRINTS: [&str; 5] = [
     "configuration",
     "targets",
-    "upstream gradient",
     "element type",
     "call",
+    "upstream gradient",
 ];
 
 /// `u64::MAX` in the gradient's shape fields: a forward pass has no gradient buffer.
@@ -191,9 +192,9 @@ impl Header {
             // The configuration's Debug form spells every field, f64s in full precision.
             hash(&|hasher| format!("{config:?}").hash(hasher)),
             hash(&|hasher| targets.as_slice().hash(hasher)),
-            hash(&|hasher| hash_upstream(upstream, hasher)),
             hash(&|hasher| element.hash(hasher)),
             u64::from(upstream.is_some()),
+            hash(&|hasher| hash_upstream(upstream, hasher)),
         ]
     }
 }
