@@ -60,15 +60,29 @@ fn main() -> Result<(), svsoftmax_core::Error> {
             &mut out,
         )
     })?;
+    let sharded_forward = time_steps(&world, steps, || {
+        shard.forward_into(&config, cosines.view(), &targets, &mut out)
+    })?;
     let n_ranks = world.size();
     if world.rank() == 0 {
-        println!("{n_rows} x {n_classes} f32, forward + backward, {steps} steps after {WARMUP}");
-        report(&format!("sharded over {n_ranks} ranks"), &sharded);
+        println!("{n_rows} x {n_classes} f32, {steps} steps after {WARMUP}");
+        report(
+            &format!("forward, sharded over {n_ranks} ranks"),
+            &sharded_forward,
+        );
+        report(
+            &format!("forward + backward, sharded over {n_ranks} ranks"),
+            &sharded,
+        );
         println!("  loss {:.6}", out.loss);
         let bytes = svsoftmax_mpi::payload_bytes(n_rows, true);
         println!("  payload each rank contributes per step: {bytes} bytes");
     }
     if n_ranks == 1 {
+        let single_forward = time_steps(&world, steps, || {
+            svsoftmax_ndarray::forward_into(&config, cosines.view(), &targets, &mut out)
+        })?;
+        report("forward, single-process ndarray engine", &single_forward);
         let single = time_steps(&world, steps, || {
             svsoftmax_ndarray::forward_backward_into(
                 &config,
@@ -79,7 +93,7 @@ fn main() -> Result<(), svsoftmax_core::Error> {
                 &mut out,
             )
         })?;
-        report("single-process ndarray engine", &single);
+        report("forward + backward, single-process ndarray engine", &single);
         println!("  loss {:.6}", out.loss);
     }
     Ok(())
