@@ -242,6 +242,52 @@ pub enum Error {
         /// The value.
         value: f64,
     },
+
+    /// The column ranges of the shards do not tile the classes: each rank's range must
+    /// start where the previous rank's ends (rank 0's at 0) and must not run backwards.
+    #[error(
+        "column shards do not tile the classes at rank {rank}: expected a range starting at \
+         {expected_start}, got {start}..{end}"
+    )]
+    ShardColumns {
+        /// The rank whose range is wrong.
+        rank: usize,
+        /// Where its range must start: the end of the previous rank's range.
+        expected_start: usize,
+        /// The start it gave.
+        start: usize,
+        /// The end it gave.
+        end: usize,
+    },
+
+    /// A rank's cosines do not have one column per class of its range.
+    #[error(
+        "shard width mismatch at rank {rank}: expected {} columns for classes {start}..{end}, \
+         got {got}",
+        .end - .start
+    )]
+    ShardWidth {
+        /// The rank whose cosines are wrong.
+        rank: usize,
+        /// The start of its range.
+        start: usize,
+        /// The end of its range.
+        end: usize,
+        /// The number of columns its cosines have.
+        got: usize,
+    },
+
+    /// An input that every rank must pass alike differs between ranks.
+    #[error(
+        "inputs differ across ranks: expected rank {rank} to pass rank 0's {what}, got others"
+    )]
+    ShardMismatch {
+        /// The first rank whose input differs from rank 0's.
+        rank: usize,
+        /// Which input: `configuration`, `targets`, `upstream gradient`, `element type` or
+        /// `call` (forward or forward and backward).
+        what: &'static str,
+    },
 }
 
 impl Error {

@@ -215,6 +215,31 @@ fn cases() -> Vec<(&'static str, Error)> {
             )
             .unwrap_err(),
         ),
+        (
+            "column shards with a gap",
+            Error::ShardColumns {
+                rank: 1,
+                expected_start: 4,
+                start: 5,
+                end: 9,
+            },
+        ),
+        (
+            "shard width",
+            Error::ShardWidth {
+                rank: 2,
+                start: 4,
+                end: 9,
+                got: 4,
+            },
+        ),
+        (
+            "targets differ across ranks",
+            Error::ShardMismatch {
+                rank: 3,
+                what: "targets",
+            },
+        ),
     ]
 }
 
