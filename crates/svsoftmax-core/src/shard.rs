@@ -30,7 +30,8 @@ pub type TargetScore = TargetLogit<f64>;
 /// sum of their exponentials relative to it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RowPartial {
-    /// The largest adjusted logit seen, `-∞` for none.
+    /// The reference point of `sum`: the largest adjusted logit seen (or any bound at or
+    /// above them that a shard prefers to use), `-∞` for none.
     pub max: f64,
     /// `Σ exp(z_k - max)` over the columns seen.
     pub sum: f64,

@@ -94,7 +94,7 @@ pub(crate) fn run<T: Transport, E: Element>(
     }
     step.losses(buffers, out)?;
     if let Some(backward) = backward {
-        step.gradient(transport, buffers, backward, out)?;
+        step.gradient(transport, buffers, backward)?;
     }
     out.loss = config
         .reduction()
@@ -382,7 +382,6 @@ impl<E: Element> Step<'_, E> {
         transport: &T,
         buffers: &Buffers,
         backward: Backward<'_, E>,
-        out: &Forward,
     ) -> Result<()> {
         let (n_rows, width) = (self.n_rows(), self.block.shape[1]);
         let n_active = self.targets.n_active();
@@ -395,9 +394,15 @@ impl<E: Element> Step<'_, E> {
             }
             let weight = backward.upstream.row_weight(self.reduction, n_active, row);
             let z_y = self.target_logit(buffers.scores[row]);
-            let log_sum_exp = z_y + out.row_losses[row];
             let reference = buffers.local_partials[row].max;
-            let factor = E::Real::from_f64((reference - log_sum_exp).exp());
+            let merged = buffers.partials[row].row_partial();
+            // `e^{reference - lse}` as one over the row's sum of exponentials taken relative to
+            // this rank's reference. Differences of nearby logits are exact, where
+            // `reference - (z_y + loss)` would carry the rounding of a sum of two numbers of
+            // the size of `s` into the exponent (a relative error of `s ε`). A shard whose
+            // reference lies far below the row's maximum gets 0, its probabilities' value.
+            let denominator = merged.sum * (merged.max - reference).exp() + (z_y - reference).exp();
+            let factor = E::Real::from_f64(1.0 / denominator);
             let target = self.owned_target(row);
             let mut largest =
                 kernel::scale_row(grad, target, factor, E::Real::from_f64(weight)).to_f64();
