@@ -200,12 +200,14 @@ impl Header {
 }
 
 fn hash_upstream(upstream: Option<Upstream<'_>>, hasher: &mut DefaultHasher) {
+    // `-0.0 + 0.0` is `+0.0`: the two zeros give the same gradient, so they must agree.
+    let bits = |value: f64| (value + 0.0).to_bits();
     match upstream {
         None => 0u8.hash(hasher),
-        Some(Upstream::Scalar(value)) => (1u8, value.to_bits()).hash(hasher),
+        Some(Upstream::Scalar(value)) => (1u8, bits(value)).hash(hasher),
         Some(Upstream::Rows(rows)) => {
             2u8.hash(hasher);
-            rows.iter().for_each(|value| value.to_bits().hash(hasher));
+            rows.iter().for_each(|&value| bits(value).hash(hasher));
         }
     }
 }

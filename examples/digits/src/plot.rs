@@ -88,17 +88,32 @@ fn write_png(path: &Path, rgb: &[u8]) -> Result<(), String> {
 /// Checks that `path` names a PNG file, before the training that precedes the plot.
 ///
 /// # Errors
-/// [`Error::Plot`] unless the path ends in `.png` (any case).
+/// [`Error::Plot`] unless the path ends in `.png` (any case) and a file can be written there.
 pub fn check_path(path: &Path) -> Result<(), Error> {
     let extension = path.extension().and_then(|e| e.to_str());
-    if extension.is_some_and(|e| e.eq_ignore_ascii_case("png")) {
-        Ok(())
-    } else {
-        Err(Error::Plot {
+    if !extension.is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+        return Err(Error::Plot {
             path: path.to_owned(),
             message: "expected a file name ending in .png".to_owned(),
-        })
+        });
     }
+    // Create the folder and the file now, so that an unwritable path fails before the
+    // training rather than after it; an existing plot is kept until the new one replaces it.
+    let writable = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+        });
+    writable.map(drop).map_err(|error| Error::Plot {
+        path: path.to_owned(),
+        message: format!("expected a path where a file can be written, got {error}"),
+    })
 }
 
 /// One loss's mean curve.

@@ -125,3 +125,17 @@ fn invalid_options_are_errors_not_panics() {
         Err(digits::Error::Loss(_))
     ));
 }
+
+#[test]
+fn the_last_seeds_below_2_64_all_run() {
+    // Two seeds ending at u64::MAX: accepted up front, so every run must go through (each
+    // run once counted its seeds on from its own seed, past 2^64).
+    let options = Options {
+        seed: u64::MAX - 1,
+        seeds: 2,
+        epochs: 1,
+        ..Options::quick()
+    };
+    let comparisons = digits::compare(&options, &mut ()).expect("both seeds run");
+    assert!(comparisons.iter().all(|c| c.runs.len() == 2));
+}
