@@ -42,8 +42,8 @@ pub fn engine(name: &str) -> Result<Box<dyn Engine>, String> {
         "dfdx-fused-f64" => Ok(Box::new(DfdxEngine::<f64>::new(Implementation::Fused))),
         "dfdx-cuda-f32" => Err(format!(
             "engine `{name}` is not part of this build: the xtask runs on Cpu only; the Cuda \
-             path is exercised by `cargo test -p svsoftmax-dfdx --features cuda` on a machine \
-             with a GPU"
+             path is exercised by `cargo test -p svsoftmax-dfdx --features cuda --test cuda` \
+             on a machine with a GPU"
         )),
         _ => Err(format!(
             "unknown engine `{name}`: expected one of {}",
