@@ -174,9 +174,9 @@ fn uneven(random: &mut Random, n_classes: usize, n_shards: usize) -> Vec<Range<u
 /// sums (`n ε` relative for `n` terms), the final scaling of the gradient and the loss's
 /// formula (64 ε relative), and the reference points the exponentials are taken from: an
 /// exponent `z - ref` as large as `2B` is rounded differently, which moves the term by up
-/// to `2B ε` relative (the target's term, and with it `p_y - 1`, too); the engine's loss is a difference of
-/// logarithms near the logit bound `B` when the row is not well classified (`4 ε B`
-/// absolute); gradient entries far below the largest may be flushed to zero in one and
+/// to `2B ε` relative (the target's term, and with it `p_y - 1`, too); the engine's loss is
+/// a difference of logarithms near the logit bound `B` when the row is not well classified
+/// (`4 ε B` absolute); gradient entries far below the largest may be flushed to zero in one and
 /// not the other, or lose terms below `e^-87` of `B` (64 ε of the largest entry).
 #[derive(Debug, Clone, Copy)]
 pub struct Tolerance {
