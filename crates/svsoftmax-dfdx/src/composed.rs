@@ -40,9 +40,10 @@ where
     }
     let dev = cosines.device().clone();
 
-    let class_idx: Vec<usize> = targets.as_slice().iter().map(|t| t.unwrap_or(0)).collect();
+    // An ignored row's target is any valid column: its loss is weighted by 0.
+    let target_columns: Vec<usize> = targets.as_slice().iter().map(|t| t.unwrap_or(0)).collect();
     let class_idx = dev
-        .try_tensor_from_vec(class_idx, (rows,))
+        .try_tensor_from_vec(target_columns.clone(), (rows,))
         .map_err(device_error("the target indices"))?;
     let active = active_rows(&dev, targets, rows)?;
 
@@ -85,7 +86,7 @@ where
         * slopes
         + logits;
 
-    let is_target = is_target_column(&dev, targets, shape)?;
+    let is_target = is_target_column(&dev, &target_columns, shape)?;
     let mask = score_rows
         .broadcast_like::<_, Axis<1>>(&shape)
         .try_lt(&cosines)
@@ -188,13 +189,14 @@ const SPLIT: usize = 1 << 20;
 /// compared digit by digit in base [`SPLIT`].
 fn is_target_column<B: Dim, K: Dim, E: DfdxFloat, D: LossDevice<E>>(
     dev: &D,
-    targets: &Targets,
+    targets: &[usize],
     shape: (B, K),
 ) -> Result<Tensor<(B, K), bool, D>> {
     let n_classes = shape.1.size();
     let exact = 1usize << E::MANTISSA_DIGITS.min(52);
-    let as_float = |values: Vec<usize>| values.into_iter().map(E::from_usize_exact);
-    let targets: Vec<usize> = targets.as_slice().iter().map(|t| t.unwrap_or(0)).collect();
+    let as_float = |values: &mut dyn Iterator<Item = usize>| -> Vec<E> {
+        values.map(E::from_usize_exact).collect()
+    };
 
     let compare = |column: Vec<E>, target: Vec<E>| -> Result<Tensor<(B, K), bool, D>> {
         let column = dev
@@ -211,17 +213,17 @@ fn is_target_column<B: Dim, K: Dim, E: DfdxFloat, D: LossDevice<E>>(
     };
     if n_classes <= exact {
         return compare(
-            as_float((0..n_classes).collect()).collect(),
-            as_float(targets).collect(),
+            as_float(&mut (0..n_classes)),
+            as_float(&mut targets.iter().copied()),
         );
     }
     let low = compare(
-        as_float((0..n_classes).map(|j| j % SPLIT).collect()).collect(),
-        as_float(targets.iter().map(|j| j % SPLIT).collect()).collect(),
+        as_float(&mut (0..n_classes).map(|j| j % SPLIT)),
+        as_float(&mut targets.iter().map(|j| j % SPLIT)),
     )?;
     let high = compare(
-        as_float((0..n_classes).map(|j| j / SPLIT).collect()).collect(),
-        as_float(targets.iter().map(|j| j / SPLIT).collect()).collect(),
+        as_float(&mut (0..n_classes).map(|j| j / SPLIT)),
+        as_float(&mut targets.iter().map(|j| j / SPLIT)),
     )?;
     Ok(low & high)
 }
